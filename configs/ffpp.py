@@ -1,0 +1,124 @@
+"""The official MAT recipe on FaceForensics++ (EfficientNet-B4, 380 px, M=4).
+
+    python -m mat_jax.main --config=configs/ffpp.py --workdir=DIR
+    python -m mat_jax.main --config=configs/ffpp.py:stage=pretrain --workdir=DIR_STAGE1
+
+Stage 1 (`stage=pretrain`) trains the backbone alone with cross-entropy on its own
+logits for 20 epochs; stage 2 (the default, `stage=mat`) builds MAT from the stage-1
+checkpoint (`config.init_from`) and trains 30 epochs with
+CE + 0.5 * regional loss + CE(AGDA image) + 0.1 * match loss. Numbers follow the
+official code (`reference_mat.md` §3), not the paper, where they differ.
+
+Arguments (comma separated after the file name):
+  stage=mat|pretrain  which stage of the recipe
+  quality=c23         FF++ compression (c0, c23, c40)
+  padding=reference   "reference" reproduces the official static padding; "same" is TF-SAME
+  smoke               a few tiny steps, for checking a set-up end to end
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = parse_arg(arg, stage="mat", quality="c23", padding="reference", smoke=False)
+    if arg.stage not in ("mat", "pretrain"):
+        raise ValueError(f"stage must be 'mat' or 'pretrain', got {arg.stage!r}")
+    config = ml_collections.ConfigDict()
+    config.seed = 1234567  # the official code's numpy/torch seed
+    config.stage = arg.stage
+    # Orbax checkpoint directory (a workdir's `checkpoints/`) or an imported PyTorch
+    # file whose backbone starts stage 2; empty: random init (or ImageNet via interop).
+    config.init_from = ""
+
+    # ------------------------------------------------------------------ model
+    config.model = m = ml_collections.ConfigDict()
+    m.backbone = "efficientnet-b4"
+    m.padding = arg.padding
+    m.image_size = 380  # centre crop of the 384 px aligned faces
+    m.num_attention_maps = 4  # M
+    m.texture_layer = "b2"  # SL_t: shallow textures, 95x95 at 380 px
+    m.attention_layer = "b5"  # SL_a: attention maps, 23x23 at 380 px
+    m.mid_dims = 256  # width of the head's projections
+    m.head_dropout = 0.25  # per-(sample, head) dropout of the textural rows
+    m.final_dropout = 0.5  # element-wise dropout of the pooled global feature
+    m.drop_connect_rate = 0.2  # backbone stochastic depth, scaled by block index / 32
+    m.backbone_dropout = 0.0  # the official code zeroes EfficientNet's top dropout
+    m.num_classes = 2  # 0 real, 1 fake
+    m.dtype = "float32"  # compute dtype; "bfloat16" on TPU/GPU for speed
+
+    # ------------------------------------------------------------------ losses
+    config.loss = loss = ml_collections.ConfigDict()
+    loss.ce_weight = 1.0
+    loss.regional_weight = 0.5
+    loss.agda_ce_weight = 1.0  # CE of the second pass on the AGDA image
+    loss.match_weight = 0.1
+    loss.alpha = 0.05  # centre step, reset when stage 2 starts
+    loss.alpha_decay = 0.9  # alpha *= 0.9 after every epoch
+    loss.margin = 0.8  # inter-centre margin (released value; config.py default 0.5)
+    loss.inner_margin = (0.2, -0.8)  # (real, fake); negative pushes fakes away
+
+    # ------------------------------------------------------------------ AGDA
+    config.agda = agda = ml_collections.ConfigDict()
+    agda.enabled = arg.stage == "mat"
+    agda.threshold = (0.4, 0.6)  # t ~ U(lo, hi), one draw per step
+    agda.zoom = (3.0, 5.0)  # sigmoid steepness ~ U(lo, hi)
+    agda.scale_factor = 0.5  # degraded copy at half size (paper: 0.3)
+    agda.kernel_size = 11
+    agda.sigma = 7.0
+    agda.noise_rate = 0.1
+
+    # ------------------------------------------------------------------ optimiser
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.learning_rate = 1e-4  # AdamW
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.weight_decay = 1e-6
+    optim.lr_decay = 0.5  # StepLR: x0.5 ...
+    optim.lr_decay_epochs = 5  # ... every 5 epochs, stepped per epoch
+
+    # ------------------------------------------------------------------ data
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "ffpp"
+    data.quality = arg.quality
+    # Directory of TFRecords written by `python -m data_prep.build` (gs:// works).
+    data.root = ""
+    data.balance = "repeat"  # reals repeated to match fakes, as the official loader does
+    data.shuffle_buffer = 8192
+    data.hflip = True  # the official FF++ augmentation is a horizontal flip only
+    data.random_resized_crop = False
+    data.color_jitter = 0.0
+    data.jpeg_quality = (0, 0)  # (lo, hi) re-compression; (0, 0) off
+    data.blur_prob = 0.0
+
+    # ------------------------------------------------------------------ schedule
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 60  # global; the official run used ~15 per GPU on 4 GPUs
+    train.epochs = 30 if arg.stage == "mat" else 20
+    train.steps_per_epoch = 0  # 0: one pass over the (balanced) training split
+    train.log_every_steps = 50
+    train.checkpoint_every_steps = 1000
+    train.keep_checkpoints = 3
+    train.eval_every_epochs = 1
+    train.eval_batch_size = 64
+    train.eval_split = "val"  # the best checkpoint is chosen here, never on "test"
+
+    if arg.stage == "pretrain":
+        config.loss.regional_weight = 0.0
+        config.loss.match_weight = 0.0
+        config.loss.agda_ce_weight = 0.0
+        train.batch_size = 64  # 16 per GPU
+
+    if arg.smoke:
+        m.backbone = "efficientnet-b0"
+        m.image_size = 64
+        train.batch_size = 4
+        train.epochs = 1
+        train.steps_per_epoch = 3
+        train.log_every_steps = 1
+        train.eval_batch_size = 4
+        data.shuffle_buffer = 16
+    return config

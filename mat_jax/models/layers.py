@@ -1,0 +1,131 @@
+"""Building blocks shared by the backbones and the MAT head (NHWC)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def torch_default_kernel_init():
+    """PyTorch's default conv/linear init, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))."""
+    return nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def conv(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    padding: str | Sequence[tuple[int, int]] = "SAME",
+    groups: int = 1,
+    use_bias: bool = True,
+    kernel_init=None,
+    dtype=None,
+) -> nnx.Conv:
+    """A 2-D convolution; without `kernel_init` it is initialised as PyTorch does."""
+    fan_in = (in_features // groups) * kernel_size * kernel_size
+    return nnx.Conv(
+        in_features,
+        out_features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=padding,
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=kernel_init or torch_default_kernel_init(),
+        bias_init=torch_default_bias_init(fan_in),
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=None) -> nnx.Linear:
+    """A dense layer initialised as PyTorch's nn.Linear."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        kernel_init=torch_default_kernel_init(),
+        bias_init=torch_default_bias_init(in_features),
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class BatchNorm(nnx.Module):
+    """Batch normalisation with PyTorch's bookkeeping.
+
+    Normalises with the biased batch variance but keeps the *unbiased* one in the
+    running average, as `torch.nn.BatchNorm2d` does, so imported checkpoints keep
+    training exactly as they would in PyTorch (flax's BatchNorm stores the biased
+    variance). `momentum` is the decay of the running average (PyTorch 0.01 -> 0.99).
+    Statistics are taken over every axis but the last; under a sharded `jax.jit` that
+    is the global batch, which is what the reference's SyncBatchNorm computes.
+    """
+
+    def __init__(self, num_features: int, *, momentum: float, epsilon: float):
+        self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+        self.momentum = momentum
+        self.epsilon = epsilon
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(xf, axis=axes)
+            var = jnp.mean(jnp.square(xf - mean), axis=axes)
+            n = math.prod(x.shape[:-1])
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.mean[...] = m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
+            self.var[...] = m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased)
+        else:
+            mean, var = self.mean[...], self.var[...]
+        inv = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
+        y = (xf - mean) * inv + self.bias[...]
+        return y.astype(x.dtype)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None, *, broadcast_dims=()) -> jax.Array:
+    """Inverted dropout; `broadcast_dims` share one draw (e.g. per sample)."""
+    if rate <= 0.0:
+        return x
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    if key is None:
+        raise ValueError("dropout in training needs a PRNG key: call the model with key=...")
+    shape = tuple(1 if i in broadcast_dims else d for i, d in enumerate(x.shape))
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def check_images(x: jax.Array, where: str) -> None:
+    """Fail early, with the fix, on inputs that are not (B, H, W, 3) images."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            f"{where} expects a batch of images shaped (batch, height, width, 3), got "
+            f"shape {shape}; add a batch axis with x[None] for a single image."
+        )
+    if shape[-1] != 3:
+        hint = " (this looks like NCHW: transpose with x.transpose(0, 2, 3, 1))" if shape[1] == 3 else ""
+        raise ValueError(
+            f"{where} expects 3 RGB channels in the last axis (NHWC), got shape {tuple(shape)}{hint}."
+        )
