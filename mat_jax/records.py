@@ -1,0 +1,195 @@
+"""The one TFRecord schema of mat_jax: written by `data_prep`, read by the input pipeline.
+
+One `tf.train.Example` per face crop:
+
+| key | type | meaning |
+| --- | --- | --- |
+| `image` | bytes | the aligned face crop, JPEG or PNG encoded (RGB) |
+| `label` | int64 | 0 real, 1 fake |
+| `dataset` | bytes | "ffpp", "celebdf", "dfdc", "demo", ... |
+| `split` | bytes | "train", "val" or "test" |
+| `method` | bytes | manipulation ("Deepfakes", ..., "SBI"); "original" for reals |
+| `video_id` | bytes | unique within the dataset, e.g. "Deepfakes/c23/000_003" |
+| `frame_index` | int64 | index of the frame in the decoded video |
+| `landmarks` | float list | (K, 2) landmarks in crop pixels, flattened; empty if unknown |
+| `mask` | bytes | optional PNG blend/forgery mask at crop size; empty if absent |
+
+Files follow the tensorflow-datasets layout, so `tfds.builder_from_directory` can open a
+prepared directory: `<root>/<name>-<split>.tfrecord-<shard>-of-<num_shards>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from typing import Iterable, Iterator
+
+import numpy as np
+
+LABEL_REAL, LABEL_FAKE = 0, 1
+# Written by data_prep beside the shards: counts per split / label / method and the
+# settings used, so readers need not scan every record to size an epoch.
+SUMMARY_FILE = "summary.json"
+SPLITS = ("train", "val", "test")
+REAL_METHOD = "original"
+
+
+@dataclasses.dataclass
+class FaceRecord:
+    """One face crop with its provenance (numpy-side view of a record)."""
+
+    image: bytes  # encoded JPEG/PNG
+    label: int
+    dataset: str
+    split: str
+    method: str
+    video_id: str
+    frame_index: int
+    landmarks: np.ndarray | None = None  # (K, 2) float32, crop pixels
+    mask: bytes = b""  # encoded PNG, or empty
+
+
+def _tf():
+    import tensorflow as tf  # deferred: importing TensorFlow costs seconds
+
+    return tf
+
+
+def encode(rec: FaceRecord) -> bytes:
+    """Serialises a `FaceRecord` to `tf.train.Example` bytes."""
+    if rec.label not in (LABEL_REAL, LABEL_FAKE):
+        raise ValueError(f"label must be 0 (real) or 1 (fake), got {rec.label!r} for {rec.video_id}")
+    if rec.split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {rec.split!r} for {rec.video_id}")
+    tf = _tf()
+    lm = np.zeros((0,), np.float32) if rec.landmarks is None else np.asarray(rec.landmarks, np.float32).reshape(-1)
+
+    def b(v: bytes | str):
+        v = v.encode() if isinstance(v, str) else v
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    def i(v: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    feature = {
+        "image": b(rec.image),
+        "label": i(rec.label),
+        "dataset": b(rec.dataset),
+        "split": b(rec.split),
+        "method": b(rec.method),
+        "video_id": b(rec.video_id),
+        "frame_index": i(rec.frame_index),
+        "landmarks": tf.train.Feature(float_list=tf.train.FloatList(value=lm.tolist())),
+        "mask": b(rec.mask),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def feature_spec():
+    """The `tf.io.parse_example` spec of the schema."""
+    tf = _tf()
+    return {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "dataset": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "split": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "method": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "video_id": tf.io.FixedLenFeature([], tf.string),
+        "frame_index": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        "landmarks": tf.io.VarLenFeature(tf.float32),
+        "mask": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+
+
+def decode(serialized: bytes) -> FaceRecord:
+    """Parses one record back into a `FaceRecord` (eager; for tests and tools)."""
+    tf = _tf()
+    ex = tf.io.parse_single_example(serialized, feature_spec())
+    lm = tf.sparse.to_dense(ex["landmarks"]).numpy().reshape(-1, 2)
+    return FaceRecord(
+        image=ex["image"].numpy(),
+        label=int(ex["label"].numpy()),
+        dataset=ex["dataset"].numpy().decode(),
+        split=ex["split"].numpy().decode(),
+        method=ex["method"].numpy().decode(),
+        video_id=ex["video_id"].numpy().decode(),
+        frame_index=int(ex["frame_index"].numpy()),
+        landmarks=lm if lm.size else None,
+        mask=ex["mask"].numpy(),
+    )
+
+
+def shard_path(root: str, name: str, split: str, shard: int, num_shards: int) -> str:
+    """`<root>/<name>-<split>.tfrecord-00003-of-00016` (the tfds file layout)."""
+    return os.path.join(root, f"{name}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}")
+
+
+def split_files(root: str, split: str) -> list[str]:
+    """All shard files of `split` under `root`, sorted; raises with the fix if there are none."""
+    from tensorflow.io import gfile  # gfile reads gs:// as well as local paths
+
+    files = sorted(gfile.glob(os.path.join(root, f"*-{split}.tfrecord-*-of-*")))
+    if not files:
+        raise FileNotFoundError(
+            f"no '{split}' records under {root}: expected files named <name>-{split}.tfrecord-NNNNN-of-NNNNN; "
+            "prepare them with `python -m data_prep.build --dataset=... --root=RAW --out=DIR`"
+        )
+    return files
+
+
+def load_summary(root: str) -> dict | None:
+    """The data_prep summary of a prepared directory, or None if it has none.
+
+    Layout: {"dataset": name, "version": tool version, "settings": {...},
+             "counts": {split: {"total": n, "real": n, "fake": n, "methods": {method: n}}}}
+    """
+    import json
+
+    from tensorflow.io import gfile
+
+    path = os.path.join(root, SUMMARY_FILE)
+    if not gfile.exists(path):
+        return None
+    with gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
+def write(path: str, records: Iterable[FaceRecord]) -> int:
+    """Writes records to one TFRecord file; returns how many. A small writer for tests and tools."""
+    tf = _tf()
+    n = 0
+    with tf.io.TFRecordWriter(path) as w:
+        for rec in records:
+            w.write(encode(rec))
+            n += 1
+    return n
+
+
+def iter_serialized(path: str) -> Iterator[bytes]:
+    """Yields the raw records of one TFRecord file, without TensorFlow's reader.
+
+    Frame: uint64 length, uint32 length CRC, data, uint32 data CRC (CRCs not checked
+    here). A file that ends inside a frame raises, naming the file and the offset.
+    """
+    from tensorflow.io import gfile
+
+    with gfile.GFile(path, "rb") as f:
+        offset = 0
+        while True:
+            head = f.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise ValueError(f"{path}: truncated record header at byte {offset}; re-create this file")
+            (length,) = struct.unpack("<Q", head[:8])
+            body = f.read(length + 4)
+            if len(body) < length + 4:
+                raise ValueError(f"{path}: truncated record at byte {offset}; re-create this file")
+            yield body[:length]
+            offset += 12 + length + 4
+
+
+def read(path: str) -> list[FaceRecord]:
+    """Reads every record of one file (eager; for tests and tools)."""
+    return [decode(r) for r in iter_serialized(path)]
