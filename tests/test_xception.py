@@ -10,9 +10,7 @@ from mat_jax.models.xception import Xception, XceptionConfig
 
 
 def build(num_classes: int = 2) -> Xception:
-    # Initialising ~21M parameters eagerly runs one small XLA program per array; one
-    # jitted program is several times quicker on CPU.
-    return nnx.jit(lambda: Xception(XceptionConfig(num_classes=num_classes), rngs=nnx.Rngs(0)))()
+    return Xception(XceptionConfig(num_classes=num_classes), rngs=nnx.Rngs(0))
 
 
 @pytest.fixture(scope="module")

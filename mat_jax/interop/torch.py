@@ -178,6 +178,32 @@ def to_jax_layout(value: np.ndarray, leaf) -> np.ndarray:
     return value
 
 
+def to_torch_layout(value: np.ndarray, leaf) -> np.ndarray:
+    """Inverse of `to_jax_layout`: HWIO -> OIHW, (in, out) -> (out, in)."""
+    if leaf == "kernel" and value.ndim == 4:
+        return np.transpose(value, (3, 2, 0, 1))
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    return value
+
+
+def state_dict_from_model(model) -> dict[str, np.ndarray]:
+    """The PyTorch state dict (official names, NCHW/OIHW layouts) of an NNX MAT.
+
+    With `attentions.mask` included, its output loads back with `mat_from_state_dict`
+    and into the official PyTorch model (`strict=False`: no `num_batches_tracked`).
+    """
+    flat = dict(nnx.to_flat_state(nnx.state(model)))
+    out = {
+        name: np.ascontiguousarray(to_torch_layout(np.asarray(flat[path].get_value()), path[-1]))
+        for name, path in expected_names(model).items()
+    }
+    mask = np.zeros((1, 1, 24, 24), np.float32)
+    mask[..., 2:-2, 2:-2] = 1.0
+    out[_MASK] = mask
+    return out
+
+
 def _backbone_kind(model) -> str:
     return "xception" if type(model.backbone).__name__ == "Xception" else "efficientnet"
 
@@ -289,10 +315,15 @@ def regional_loss_settings(state_dict: Mapping[str, np.ndarray]) -> dict[str, An
 
 
 def mat_from_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, seed: int = 0):
-    """Builds MAT from `model_cfg` and loads an official MAT state dict into it (strict)."""
-    from mat_jax.models.mat import create_model
+    """Builds MAT from `model_cfg` and loads an official MAT state dict into it (strict).
 
-    model = create_model(model_cfg, seed=seed)
+    The model is built abstractly (shapes only): a strict load replaces every variable,
+    so running the random initialisation first would be wasted work.
+    """
+    from mat_jax.models.mat import MAT
+
+    cfg = dict(model_cfg)
+    model = nnx.eval_shape(lambda: MAT(cfg, rngs=nnx.Rngs(seed)))
     load_into(model, state_dict, strict=True, source="MAT state dict")
     return model
 

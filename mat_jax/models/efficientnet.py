@@ -136,7 +136,7 @@ class MBConv(nnx.Module):
 
     def __init__(self, spec: BlockSpec, cfg: EfficientNetConfig, drop_rate: float, *, rngs, dtype=None):
         bn = dict(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon)
-        init = nnx.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
+        init = layers.variance_scaling(2.0, "fan_out", "truncated_normal")
         mid = spec.in_filters * spec.expand
         self.spec = spec
         self.drop_rate = drop_rate
@@ -195,7 +195,7 @@ class EfficientNet(nnx.Module):
             raise ValueError(f"padding must be one of {PADDINGS}, got {cfg.padding!r}")
         self.cfg = cfg
         bn = dict(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon)
-        init = nnx.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
+        init = layers.variance_scaling(2.0, "fan_out", "truncated_normal")
         stem = cfg.filters(32)
         self.conv_stem = layers.conv(
             3,

@@ -7,19 +7,72 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+
+# Initialisers draw on the host with numpy when the key is concrete. Eagerly, jax
+# compiles one small program per parameter shape, and a jitted init of a whole MAT is
+# one huge program: either way building a model took 20-30 s on a 2-core CPU, against
+# about a second here. The numpy stream is seeded from the key's bits, so a seed still
+# fixes the model; under a trace (e.g. inside jax.jit) the jax initialiser runs instead.
+
+
+def _host_rng(key) -> np.random.Generator | None:
+    if isinstance(key, jax.core.Tracer):
+        return None
+    return np.random.default_rng([int(v) for v in np.asarray(jax.random.key_data(key)).ravel()])
+
+
+def _fans(shape: Sequence[int]) -> tuple[int, int]:
+    # Kernels are (..., in, out): HWIO for convs, (in, out) for dense layers.
+    receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def variance_scaling(scale: float, mode: str, distribution: str):
+    """`nnx.initializers.variance_scaling` with host-side sampling for concrete keys."""
+    on_device = nnx.initializers.variance_scaling(scale, mode, distribution)
+
+    def init(key, shape, dtype=jnp.float32):
+        rng = _host_rng(key)
+        if rng is None:
+            return on_device(key, shape, dtype)
+        fan_in, fan_out = _fans(shape)
+        var = scale / max(1.0, fan_in if mode == "fan_in" else fan_out)
+        if distribution == "uniform":
+            limit = math.sqrt(3.0 * var)
+            x = rng.uniform(-limit, limit, size=shape)
+        elif distribution == "normal":
+            x = rng.normal(0.0, math.sqrt(var), size=shape)
+        elif distribution == "truncated_normal":
+            # Normal truncated to +-2 std, rescaled so the result has variance `var`.
+            x = rng.standard_normal(size=shape)
+            bad = np.abs(x) > 2.0
+            while bad.any():
+                x[bad] = rng.standard_normal(size=int(bad.sum()))
+                bad = np.abs(x) > 2.0
+            x *= math.sqrt(var) / 0.87962566103423978
+        else:
+            raise ValueError(f"unknown distribution {distribution!r}")
+        return jnp.asarray(x, dtype)
+
+    return init
 
 
 def torch_default_kernel_init():
     """PyTorch's default conv/linear init, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))."""
-    return nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    return variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def torch_default_bias_init(fan_in: int):
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        rng = _host_rng(key)
+        if rng is None:
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return jnp.asarray(rng.uniform(-bound, bound, size=shape), dtype)
 
     return init
 

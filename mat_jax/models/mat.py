@@ -119,6 +119,9 @@ def create_backbone(model_cfg: Mapping[str, Any], *, rngs, dtype=None):
             drop_connect_rate=model_cfg.get("drop_connect_rate"),
             dropout=model_cfg.get("backbone_dropout"),
             num_classes=model_cfg.get("num_classes", 2),
+            # Optional scaling overrides (0 or None: the variant's own), for tiny test models.
+            width=model_cfg.get("width") or None,
+            depth=model_cfg.get("depth") or None,
         )
         return EfficientNet(cfg, rngs=rngs, dtype=dtype)
     if name == "xception":
@@ -215,11 +218,5 @@ class MAT(nnx.Module):
 
 
 def create_model(model_cfg: Mapping[str, Any], seed: int = 0) -> MAT:
-    """Builds MAT with its initialisation compiled once (eager init of B4 takes ~20 s on CPU)."""
-    cfg = dict(model_cfg)
-
-    @nnx.jit
-    def build():
-        return MAT(cfg, rngs=nnx.Rngs(seed))
-
-    return build()
+    """Builds MAT from `config.model` with its parameters drawn from `seed`."""
+    return MAT(dict(model_cfg), rngs=nnx.Rngs(seed))

@@ -37,7 +37,7 @@ BLOCKS = (
 
 def kernel_init():
     """The reference's from-scratch init: normal(0, sqrt(2 / (k * k * out_channels)))."""
-    return nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+    return layers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def max_pool(x: jax.Array, stride: int) -> jax.Array:
