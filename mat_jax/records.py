@@ -56,34 +56,65 @@ def _tf():
     return tf
 
 
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int64s are ten-byte two's complement varints
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(v: bytes | str) -> bytes:
+    v = v.encode() if isinstance(v, str) else bytes(v)
+    return _field(1, _field(1, v))  # Feature.bytes_list { value: v }
+
+
+def _int_feature(v: int) -> bytes:
+    return _field(3, _field(1, _varint(int(v))))  # Feature.int64_list { value: [v] } (packed)
+
+
+def _float_feature(values: np.ndarray) -> bytes:
+    packed = np.asarray(values, "<f4").tobytes()
+    return _field(2, _field(1, packed) if packed else b"")  # Feature.float_list (packed)
+
+
 def encode(rec: FaceRecord) -> bytes:
-    """Serialises a `FaceRecord` to `tf.train.Example` bytes."""
+    """Serialises a `FaceRecord` to `tf.train.Example` bytes.
+
+    The protobuf wire format is written directly, so data_prep's worker processes need not
+    import TensorFlow (seconds and hundreds of MB each); the bytes parse exactly like an
+    Example built with `tf.train.Example` (tests/test_data_prep_records.py checks this).
+    """
     if rec.label not in (LABEL_REAL, LABEL_FAKE):
         raise ValueError(f"label must be 0 (real) or 1 (fake), got {rec.label!r} for {rec.video_id}")
     if rec.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {rec.split!r} for {rec.video_id}")
-    tf = _tf()
     lm = np.zeros((0,), np.float32) if rec.landmarks is None else np.asarray(rec.landmarks, np.float32).reshape(-1)
-
-    def b(v: bytes | str):
-        v = v.encode() if isinstance(v, str) else v
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-    def i(v: int):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-
     feature = {
-        "image": b(rec.image),
-        "label": i(rec.label),
-        "dataset": b(rec.dataset),
-        "split": b(rec.split),
-        "method": b(rec.method),
-        "video_id": b(rec.video_id),
-        "frame_index": i(rec.frame_index),
-        "landmarks": tf.train.Feature(float_list=tf.train.FloatList(value=lm.tolist())),
-        "mask": b(rec.mask),
+        "image": _bytes_feature(rec.image),
+        "label": _int_feature(rec.label),
+        "dataset": _bytes_feature(rec.dataset),
+        "split": _bytes_feature(rec.split),
+        "method": _bytes_feature(rec.method),
+        "video_id": _bytes_feature(rec.video_id),
+        "frame_index": _int_feature(rec.frame_index),
+        "landmarks": _float_feature(lm),
+        "mask": _bytes_feature(rec.mask),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # Example { features: Features { feature: map<string, Feature> } }; a map entry is a
+    # message with the key as field 1 and the value as field 2.
+    entries = b"".join(_field(1, _field(1, k.encode()) + _field(2, v)) for k, v in feature.items())
+    return _field(1, entries)
 
 
 def feature_spec():
@@ -193,3 +224,61 @@ def iter_serialized(path: str) -> Iterator[bytes]:
 def read(path: str) -> list[FaceRecord]:
     """Reads every record of one file (eager; for tests and tools)."""
     return [decode(r) for r in iter_serialized(path)]
+
+
+# --- tensorflow-datasets description -------------------------------------------------------
+# A prepared directory carries dataset_info.json + features.json, so that
+# `tfds.builder_from_directory(root).as_dataset(split=...)` opens it as well as our reader.
+
+
+def tfds_features():
+    """The schema as a `tfds.features.FeaturesDict` (decodes `image`, keeps the rest raw)."""
+    import tensorflow_datasets as tfds  # deferred like TensorFlow
+
+    text = tfds.features.Text
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(names=["real", "fake"]),
+            "dataset": text(),
+            "split": text(),
+            "method": text(),
+            "video_id": text(),
+            "frame_index": tfds.features.Scalar(dtype=np.int64),
+            # (K, 2) flattened; tfds parses a float list of any length, also empty.
+            "landmarks": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+            # PNG bytes or empty: an Image feature would fail on the empty ones.
+            "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
+        }
+    )
+
+
+def write_tfds_metadata(
+    root: str, name: str, version: str, shard_lengths: dict[str, list[int]], num_bytes: dict[str, int],
+    description: str = "",
+) -> None:
+    """Writes dataset_info.json and features.json for the shards already under `root`.
+
+    Args:
+      root: the prepared directory; its shards must be named with `shard_path(root, name, ...)`.
+      name: the dataset name in the shard file names (tfds wants snake_case).
+      version: "MAJOR.MINOR.PATCH".
+      shard_lengths: per split, the number of records of each shard, in shard order.
+      num_bytes: per split, the total size of its shard files.
+      description: free text shown by tfds (settings, tool version, counts).
+    """
+    import tensorflow_datasets as tfds
+
+    template = tfds.core.ShardedFileTemplate(
+        data_dir=tfds.core.Path(root), template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        dataset_name=name, filetype_suffix="tfrecord",
+    )
+    infos = [
+        tfds.core.SplitInfo(name=split, shard_lengths=list(lengths), num_bytes=int(num_bytes[split]),
+                            filename_template=template.replace(split=split))
+        for split, lengths in shard_lengths.items() if lengths
+    ]
+    tfds.folder_dataset.write_metadata(
+        data_dir=root, features=tfds_features(), split_infos=infos, version=version,
+        filename_template=template, check_data=False, description=description,
+    )

@@ -1,0 +1,180 @@
+"""Offline face detection + 68 landmarks, with pluggable backends (data.md §6).
+
+Backends (`BACKENDS`), all with weights inside pip packages:
+* "dlib" (default): dlib HOG, then the OpenCV Haar cascade for faces HOG misses;
+* "haar": the Haar cascade alone (box only, landmarks from the predictor);
+* "cnn": dlib's MMOD CNN detector (accurate, ~2 s per image on a CPU).
+
+Whatever finds the box, landmarks come from dlib's 68-point shape predictor shipped in
+`face_recognition_models`, run on the full-resolution frame. Only the largest face is kept.
+
+Speed: HOG cost grows with the pixel count and it misses faces under ~80 px, so a
+`FaceFinder` detects on a downscaled frame whose scale puts the face seen in the previous
+frame of the same video at ~110 px, then falls back to coarser-to-finer full searches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+
+_MODEL_FILES = {
+    "landmarks68": "shape_predictor_68_face_landmarks.dat",
+    "mmod": "mmod_human_face_detector.dat",
+}
+
+
+def model_path(name: str) -> str:
+    """Path of a dlib model file inside `face_recognition_models`.
+
+    The package's own helpers import `pkg_resources`, which recent setuptools dropped, so the
+    file is found from the package folder instead.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("face_recognition_models is not installed: pip install -e '.[prep]' "
+                           "(it ships the dlib landmark and detector weights)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", _MODEL_FILES[name])
+    if not os.path.isfile(path):
+        raise RuntimeError(f"{path} is missing: reinstall face_recognition_models")
+    return path
+
+
+@dataclasses.dataclass
+class Face:
+    """A face box (x0, y0, x1, y1) in frame pixels, its 68 landmarks, and what found it."""
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray  # (68, 2) float32, frame pixels
+    found_by: str
+
+    @property
+    def size(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    if rgb.ndim == 2:
+        return np.ascontiguousarray(rgb)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _largest(boxes: list[tuple[float, float, float, float]]):
+    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if boxes else None
+
+
+class FaceFinder:
+    """Finds the largest face of a frame; keep one per video and call `reset()` between videos.
+
+    Args:
+      backend: one of BACKENDS.
+      detect_size: the longer side of the coarse detection image in the fallback search.
+      min_face: smallest face (px) the Haar fallback looks for.
+    """
+
+    _TARGET = 110.0  # px: comfortably above HOG's ~80 px minimum
+
+    def __init__(self, backend: str = "dlib", detect_size: int = 320, min_face: int = 20):
+        import dlib  # deferred: the prep extra is optional for the rest of the project
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown face backend {backend!r}; choose one of {BACKENDS}")
+        self.backend = backend
+        self.detect_size = detect_size
+        self.min_face = min_face
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(model_path("landmarks68"))
+        self._hog = dlib.get_frontal_face_detector() if backend == "dlib" else None
+        self._cnn = dlib.cnn_face_detection_model_v1(model_path("mmod")) if backend == "cnn" else None
+        self._haar = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades,
+                                                        "haarcascade_frontalface_default.xml"))
+        self._prev_size = 0.0
+
+    def reset(self) -> None:
+        """Forgets the previous face size (call at the start of each video)."""
+        self._prev_size = 0.0
+
+    # --- box search -------------------------------------------------------------------------
+
+    def _hog_at(self, gray: np.ndarray, scale: float, upsample: int = 0):
+        small = gray if scale >= 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rects = self._hog(small, upsample)
+        return [(r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale) for r in rects]
+
+    def _haar_boxes(self, gray: np.ndarray):
+        found = self._haar.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                            minSize=(self.min_face, self.min_face))
+        return [(float(x), float(y), float(x + w), float(y + h)) for x, y, w, h in np.reshape(found, (-1, 4))]
+
+    def _cnn_boxes(self, rgb: np.ndarray):
+        h, w = rgb.shape[:2]
+        scale = min(1.0, 2 * self.detect_size / max(h, w))
+        small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return [(d.rect.left() / scale, d.rect.top() / scale, (d.rect.right() + 1) / scale,
+                 (d.rect.bottom() + 1) / scale) for d in self._cnn(np.ascontiguousarray(small), 0)]
+
+    def _search(self, rgb: np.ndarray, gray: np.ndarray):
+        """(box, which stage found it) of the largest face, or (None, "")."""
+        if self.backend == "haar":
+            return _largest(self._haar_boxes(gray)), "haar"
+        if self.backend == "cnn":
+            return _largest(self._cnn_boxes(rgb)), "cnn"
+        h, w = gray.shape
+        scales = []
+        if self._prev_size:
+            scales.append(min(1.0, self._TARGET / self._prev_size))
+        scales += [min(1.0, self.detect_size / max(h, w)), 1.0]
+        tried: list[float] = []
+        for s in scales:
+            if any(abs(s - t) < 0.05 for t in tried):
+                continue
+            tried.append(s)
+            box = _largest(self._hog_at(gray, s))
+            if box:
+                return box, "hog"
+        box = _largest(self._hog_at(gray, 1.0, upsample=1))  # faces of ~40-80 px
+        if box:
+            return box, "hog-up1"
+        return _largest(self._haar_boxes(gray)), "haar"
+
+    # --- landmarks --------------------------------------------------------------------------
+
+    def landmarks(self, gray_or_rgb: np.ndarray, box) -> np.ndarray:
+        """68 landmarks (float32, frame pixels) of the face in `box` (x0, y0, x1, y1)."""
+        gray = _gray(gray_or_rgb)
+        rect = self._dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self._predictor(gray, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+    def find(self, rgb: np.ndarray) -> Face | None:
+        """The largest face of an RGB (or gray) frame, or None."""
+        gray = _gray(rgb)
+        box, how = self._search(rgb, gray)
+        if box is None:
+            return None
+        lm = self.landmarks(gray, box)
+        if how in ("haar", "cnn"):
+            # The predictor was trained on HOG-like boxes, tighter than Haar/CNN ones: refit the
+            # box to the first landmarks and predict again.
+            lo, hi = lm.min(0), lm.max(0)
+            box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+            lm = self.landmarks(gray, box)
+        face = Face(tuple(float(v) for v in box), lm, how)
+        self._prev_size = face.size
+        return face
+
+
+BACKENDS = ("dlib", "haar", "cnn")
+
+
+def five_points(lm68: np.ndarray) -> np.ndarray:
+    """Eye centres, nose tip and mouth corners (the RetinaFace/ArcFace 5 points) from 68 points.
+
+    Order: subject's right eye (image left), left eye, nose, right mouth corner, left corner.
+    """
+    lm = np.asarray(lm68, np.float32)
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
