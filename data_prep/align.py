@@ -19,9 +19,15 @@ import numpy as np
 
 from data_prep.faces import five_points
 
-_MAT_320 = np.array([[122.5, 141.25], [197.5, 141.25], [160.0, 178.75], [137.5, 225.25], [182.5, 225.25]]) / 320
-_ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
-                         [70.7299, 92.2041]]) / 112
+_MAT_320 = (
+    np.array([[122.5, 141.25], [197.5, 141.25], [160.0, 178.75], [137.5, 225.25], [182.5, 225.25]]) / 320
+)
+_ARCFACE_112 = (
+    np.array(
+        [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    )
+    / 112
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Recipe:
     align_ratio: float = 1.0  # aligned image side / output side (then centre-cropped)
     interpolation: int = cv2.INTER_LINEAR
 
-    def with_overrides(self, size: int | None = None, scale: float | None = None) -> "Recipe":
+    def with_overrides(self, size: int | None = None, scale: float | None = None) -> Recipe:
         return dataclasses.replace(self, size=size or self.size, scale=scale or self.scale)
 
     def destination(self) -> np.ndarray:
@@ -66,7 +72,7 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if np.linalg.det(u) * np.linalg.det(vt) < 0:  # no reflections
         e[1, 1] = -1
     rot = u @ e @ vt
-    var = (s ** 2).sum() / len(src)
+    var = (s**2).sum() / len(src)
     c = float(np.trace(np.diag(sig) @ e) / var) if var > 0 else 1.0
     m = np.zeros((2, 3))
     m[:, :2] = c * rot
@@ -88,8 +94,9 @@ def alignment_matrix(lm68: np.ndarray, recipe: Recipe) -> np.ndarray:
 def warp(image: np.ndarray, m: np.ndarray, recipe: Recipe, interpolation: int | None = None) -> np.ndarray:
     """The `recipe.size` square crop of `image` under matrix `m` (black outside the frame)."""
     flags = recipe.interpolation if interpolation is None else interpolation
-    return cv2.warpAffine(image, m, (recipe.size, recipe.size), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
+    return cv2.warpAffine(
+        image, m, (recipe.size, recipe.size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def align(image: np.ndarray, lm68: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

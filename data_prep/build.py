@@ -17,7 +17,6 @@ Expected speed on a 2-core CPU: ~60-80 face crops/s with --workers=2 at 640x480 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -40,6 +39,10 @@ def _init_worker(settings: Settings, out: str) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from the processes
+    # Broken videos are expected and land in the report; FFmpeg's and OpenCV's own console
+    # messages about them would only garble the progress bar.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     from data_prep.faces import FaceFinder
 
     _STATE["settings"] = settings
@@ -74,9 +77,20 @@ def _identity(settings: Settings, limit: int) -> dict:
     return json.loads(json.dumps({"tool_version": __version__, "limit": limit, **settings.to_json()}))
 
 
-def prepare(dataset: str, root: str, out: str, settings: Settings | None = None, *, workers: int = 1,
-            num_shards: int = 0, limit: int = 0, splits_dir: str | None = None, progress: bool = True,
-            keep_work: bool = False, log=print) -> dict:
+def prepare(
+    dataset: str,
+    root: str,
+    out: str,
+    settings: Settings | None = None,
+    *,
+    workers: int = 1,
+    num_shards: int = 0,
+    limit: int = 0,
+    splits_dir: str | None = None,
+    progress: bool = True,
+    keep_work: bool = False,
+    log=print,
+) -> dict:
     """Builds (or resumes, or confirms) the prepared dataset in `out`; returns its summary.
 
     Args:
@@ -101,13 +115,19 @@ def prepare(dataset: str, root: str, out: str, settings: Settings | None = None,
     done_summary = records.load_summary(out)
     if done_summary is not None and not work.exists():
         if done_summary.get("settings") != ident:
-            raise SettingsMismatch(f"{out} already holds a finished build with other settings; "
-                                   "use a new --out (or delete it)")
+            raise SettingsMismatch(
+                f"{out} already holds a finished build with other settings; use a new --out (or delete it)"
+            )
         log(f"{out} is already prepared (same settings); nothing to do")
         return done_summary
 
-    videos = select(sources.list_videos(dataset, root, quality=settings.quality, methods=settings.methods,
-                                        splits_dir=splits_dir), settings, limit)
+    videos = select(
+        sources.list_videos(
+            dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
+        ),
+        settings,
+        limit,
+    )
     if not videos:
         raise ValueError(f"no videos selected under {root} (splits {settings.splits}, limit {limit})")
     work.open(ident)
@@ -116,16 +136,27 @@ def prepare(dataset: str, root: str, out: str, settings: Settings | None = None,
     second = [v for v in pending if settings.reuse_landmarks and v.landmark_source]
 
     t0 = time.time()
-    new_results = _run(first, second, settings, out, workers, progress, done=len(videos) - len(pending),
-                       total=len(videos))
+    new_results = _run(
+        first, second, settings, out, workers, progress, done=len(videos) - len(pending), total=len(videos)
+    )
+    t1 = time.time()
     results = [work.result(v.key) for v in videos]
     shard_info = merge(work, dataset, results, num_shards)
-    elapsed = time.time() - t0
-
-    summary = _summary(dataset, ident, results, shard_info, new_results, elapsed)
-    records.write_tfds_metadata(out, dataset, __version__, {s: i["lengths"] for s, i in shard_info.items()},
-                                {s: i["bytes"] for s, i in shard_info.items()}, _description(summary))
+    summary = _summary(dataset, ident, results, shard_info, new_results)
+    records.write_tfds_metadata(
+        out,
+        dataset,
+        __version__,
+        {s: i["lengths"] for s, i in shard_info.items()},
+        {s: i["bytes"] for s, i in shard_info.items()},
+        _description(summary),
+    )
     _write_report(os.path.join(out, REPORT_FILE), results)
+    t2 = time.time()
+    summary["last_run"].update(
+        seconds=round(t2 - t0, 2), process_seconds=round(t1 - t0, 2), merge_seconds=round(t2 - t1, 2)
+    )
+    summary["last_run"]["faces_per_second"] = round(summary["last_run"]["faces"] / max(t2 - t0, 1e-9), 2)
     atomic_write(os.path.join(out, records.SUMMARY_FILE), json.dumps(summary, indent=1).encode())
     if not keep_work:
         shutil.rmtree(work.root)
@@ -137,8 +168,14 @@ def _run(first, second, settings, out, workers, progress, done, total) -> list[d
     from tqdm import tqdm
 
     results: list[dict] = []
-    bar = tqdm(total=total, initial=done, unit="video", disable=not progress, dynamic_ncols=True,
-               desc=f"{settings.dataset} faces")
+    bar = tqdm(
+        total=total,
+        initial=done,
+        unit="video",
+        disable=not progress,
+        dynamic_ncols=True,
+        desc=f"{settings.dataset} faces",
+    )
     t0, frames = time.time(), 0
 
     def note(r):
@@ -146,8 +183,12 @@ def _run(first, second, settings, out, workers, progress, done, total) -> list[d
         results.append(r)
         frames += r["written"]
         bar.update(1)
-        bar.set_postfix(faces=frames, fps=f"{frames / max(time.time() - t0, 1e-6):.1f}",
-                        skipped=sum(x["status"] == "skipped" for x in results), refresh=False)
+        bar.set_postfix(
+            faces=frames,
+            fps=f"{frames / max(time.time() - t0, 1e-6):.1f}",
+            skipped=sum(x["status"] == "skipped" for x in results),
+            refresh=False,
+        )
 
     try:
         if workers <= 1:
@@ -165,7 +206,7 @@ def _run(first, second, settings, out, workers, progress, done, total) -> list[d
     return results
 
 
-def _summary(dataset, ident, results, shard_info, new_results, elapsed) -> dict:
+def _summary(dataset, ident, results, shard_info, new_results) -> dict:
     counts, videos = {}, {}
     for split in ident["splits"]:
         rs = [r for r in results if r["split"] == split]
@@ -177,7 +218,12 @@ def _summary(dataset, ident, results, shard_info, new_results, elapsed) -> dict:
                 methods[r["method"]] = methods.get(r["method"], 0) + r["written"]
         real = sum(r["written"] for r in rs if r["label"] == records.LABEL_REAL)
         fake = sum(r["written"] for r in rs if r["label"] == records.LABEL_FAKE)
-        counts[split] = {"total": real + fake, "real": real, "fake": fake, "methods": dict(sorted(methods.items()))}
+        counts[split] = {
+            "total": real + fake,
+            "real": real,
+            "fake": fake,
+            "methods": dict(sorted(methods.items())),
+        }
         videos[split] = {s: sum(r["status"] == s for r in rs) for s in ("ok", "partial", "skipped")}
         videos[split]["real"] = sum(r["written"] > 0 and r["label"] == records.LABEL_REAL for r in rs)
         videos[split]["fake"] = sum(r["written"] > 0 and r["label"] == records.LABEL_FAKE for r in rs)
@@ -190,26 +236,42 @@ def _summary(dataset, ident, results, shard_info, new_results, elapsed) -> dict:
         "videos": videos,
         "shards": {s: i["files"] for s, i in shard_info.items()},
         "report": REPORT_FILE,
-        "last_run": {"videos": len(new_results), "faces": written, "seconds": round(elapsed, 2),
-                     "faces_per_second": round(written / elapsed, 2) if elapsed > 0 else None,
-                     "decoded_frames": sum(r["decoded_frames"] for r in new_results)},
+        # Timings are filled in by `prepare` once the metadata is written.
+        "last_run": {
+            "videos": len(new_results),
+            "faces": written,
+            "decoded_frames": sum(r["decoded_frames"] for r in new_results),
+        },
     }
 
 
 def _description(summary: dict) -> str:
     s = summary["settings"]
-    return (f"{summary['dataset']} face crops by mat_jax data_prep {summary['version']}: one aligned face per "
-            f"sampled frame ({s['crop']['recipe']} recipe, {s['crop']['size']} px, margin {s['crop']['margin_scale']}), "
-            f"detector {s['detector']}, {s['landmarks']}; train sampling {s['train_sampling']}, "
-            f"eval sampling {s['eval_sampling']}. Counts: {json.dumps(summary['counts'])}")
+    return (
+        f"{summary['dataset']} face crops by mat_jax data_prep {summary['version']}: one aligned face per "
+        f"sampled frame ({s['crop']['recipe']} recipe, {s['crop']['size']} px, "
+        f"margin {s['crop']['margin_scale']}), "
+        f"detector {s['detector']}, {s['landmarks']}; train sampling {s['train_sampling']}, "
+        f"eval sampling {s['eval_sampling']}. Counts: {json.dumps(summary['counts'])}"
+    )
 
 
 def _write_report(path: str, results: list[dict]) -> None:
     lines = ["status\tsplit\tlabel\tvideo_id\tpath\treason"]
     for r in sorted(results, key=lambda r: (r["status"] != "skipped", r["key"])):
         if r["status"] != "ok":
-            lines.append("\t".join([r["status"], r["split"], "fake" if r["label"] else "real", r["video_id"],
-                                    r["path"], r["reason"].replace("\t", " ").replace("\n", " ")]))
+            lines.append(
+                "\t".join(
+                    [
+                        r["status"],
+                        r["split"],
+                        "fake" if r["label"] else "real",
+                        r["video_id"],
+                        r["path"],
+                        r["reason"].replace("\t", " ").replace("\n", " "),
+                    ]
+                )
+            )
     atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -217,15 +279,21 @@ def _print_summary(summary: dict, out: str, log) -> None:
     log(f"prepared {summary['dataset']} into {out}")
     for split, c in summary["counts"].items():
         v = summary["videos"][split]
-        log(f"  {split:5s}: {c['total']} faces ({c['real']} real, {c['fake']} fake) from {v['real']} real + "
-            f"{v['fake']} fake videos; {v['skipped']} skipped, {v['partial']} partial; per method {c['methods']}")
+        log(
+            f"  {split:5s}: {c['total']} faces ({c['real']} real, {c['fake']} fake) from {v['real']} real + "
+            f"{v['fake']} fake videos; {v['skipped']} skipped, {v['partial']} partial; "
+            f"per method {c['methods']}"
+        )
     skipped = sum(v["skipped"] for v in summary["videos"].values())
     partial = sum(v["partial"] for v in summary["videos"].values())
     if skipped or partial:
         log(f"  {skipped} videos skipped, {partial} partial: reasons in {os.path.join(out, REPORT_FILE)}")
     r = summary["last_run"]
-    log(f"  this run: {r['videos']} videos, {r['faces']} faces in {r['seconds']} s "
-        f"({r['faces_per_second']} faces/s, {r['decoded_frames']} frames decoded)")
+    log(
+        f"  this run: {r['videos']} videos, {r['faces']} faces in {r['seconds']} s "
+        f"({r['faces_per_second']} faces/s; {r['decoded_frames']} frames decoded; "
+        f"videos {r['process_seconds']} s, merge and metadata {r['merge_seconds']} s)"
+    )
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
@@ -235,9 +303,19 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
         train = frames_lib.Sampling(a.frames, a.stride)
         evaluation = frames_lib.Sampling(a.eval_frames or a.frames, a.stride)
     return Settings(
-        dataset=a.dataset, quality=a.quality, train_sampling=train, eval_sampling=evaluation, recipe=a.recipe,
-        size=a.size, scale=a.scale, detector=a.detector, detect_size=a.detect_size, min_face=a.min_face,
-        image_format=a.format, jpeg_quality=a.jpeg_quality, reuse_landmarks=not a.no_reuse_landmarks,
+        dataset=a.dataset,
+        quality=a.quality,
+        train_sampling=train,
+        eval_sampling=evaluation,
+        recipe=a.recipe,
+        size=a.size,
+        scale=a.scale,
+        detector=a.detector,
+        detect_size=a.detect_size,
+        min_face=a.min_face,
+        image_format=a.format,
+        jpeg_quality=a.jpeg_quality,
+        reuse_landmarks=not a.no_reuse_landmarks,
         methods=tuple(a.methods.split(",")) if a.methods else None,
         splits=tuple(a.splits.split(",")) if a.splits else records.SPLITS,
     )
@@ -247,8 +325,11 @@ def parser() -> argparse.ArgumentParser:
     from data_prep.align import RECIPES
     from data_prep.faces import BACKENDS
 
-    p = argparse.ArgumentParser(prog="python -m data_prep.build", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m data_prep.build",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--dataset", required=True, choices=sources.DATASETS)
     p.add_argument("--root", required=True, help="the raw dataset folder")
     p.add_argument("--out", required=True, help="output folder for shards, summary and report")
@@ -256,10 +337,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=32, help="frames per video (evenly spaced unless --stride)")
     p.add_argument("--eval_frames", type=int, default=0, help="frames per val/test video; 0: --frames")
     p.add_argument("--stride", type=int, default=0, help="take every STRIDE-th frame from frame 0 instead")
-    p.add_argument("--preset", choices=["mat"], default=None,
-                   help="mat: the official sampling (train 50 frames stride 10, val/test 20 stride 5)")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="mat",
-                   help="mat: aligned 384 -> centre 380 (paper); bench: ArcFace template, scale 1.3, 256")
+    p.add_argument(
+        "--preset",
+        choices=["mat"],
+        default=None,
+        help="mat: the official sampling (train 50 frames stride 10, val/test 20 stride 5)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="mat",
+        help="mat: aligned 384 -> centre 380 (paper); bench: ArcFace template, scale 1.3, 256",
+    )
     p.add_argument("--size", type=int, default=0, help="crop side in px; 0: the recipe's (380 / 256)")
     p.add_argument("--scale", type=float, default=0.0, help="crop margin scale; 0: the recipe's (1.0 / 1.3)")
     p.add_argument("--detector", choices=BACKENDS, default="dlib")
@@ -267,8 +356,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min_face", type=int, default=20, help="smallest face (px) of the Haar fallback")
     p.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="crop encoding")
     p.add_argument("--jpeg_quality", type=int, default=95)
-    p.add_argument("--no_reuse_landmarks", action="store_true",
-                   help="detect faces in FF++ fakes too, instead of reusing their source real video's landmarks")
+    p.add_argument(
+        "--no_reuse_landmarks",
+        action="store_true",
+        help="detect faces in FF++ fakes too, instead of reusing their source real video's landmarks",
+    )
     p.add_argument("--methods", default="", help="comma-separated FF++ methods; default: all present")
     p.add_argument("--splits", default="", help="comma-separated splits to prepare; default: all")
     p.add_argument("--splits_dir", default=None, help="folder with FF++ train/val/test.json if not in --root")
@@ -284,8 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
         settings = settings_from_args(a)
-        prepare(a.dataset, a.root, a.out, settings, workers=a.workers, num_shards=a.shards, limit=a.limit,
-                splits_dir=a.splits_dir, progress=not a.no_progress, keep_work=a.keep_work)
+        prepare(
+            a.dataset,
+            a.root,
+            a.out,
+            settings,
+            workers=a.workers,
+            num_shards=a.shards,
+            limit=a.limit,
+            splits_dir=a.splits_dir,
+            progress=not a.no_progress,
+            keep_work=a.keep_work,
+        )
     except (sources.LayoutError, SettingsMismatch, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

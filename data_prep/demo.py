@@ -50,9 +50,17 @@ def write_video(path: str, frames, crf: int = 23, fps: int = 25, gray: bool = Fa
     h, w = frames[0].shape[:2]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     writer = imageio_ffmpeg.write_frames(
-        path, (w, h), pix_fmt_in="gray" if gray else "rgb24", pix_fmt_out="gray" if gray else "yuv420p",
-        fps=fps, codec="libx264", quality=None, macro_block_size=2, ffmpeg_log_level="error",
-        output_params=["-crf", str(crf), "-preset", "veryfast"])
+        path,
+        (w, h),
+        pix_fmt_in="gray" if gray else "rgb24",
+        pix_fmt_out="gray" if gray else "yuv420p",
+        fps=fps,
+        codec="libx264",
+        quality=None,
+        macro_block_size=2,
+        ffmpeg_log_level="error",
+        output_params=["-crf", str(crf), "-preset", "veryfast"],
+    )
     writer.send(None)
     for f in frames:
         writer.send(np.ascontiguousarray(f))
@@ -94,15 +102,23 @@ def photo_landmarks(photo: np.ndarray, finder: FaceFinder) -> np.ndarray:
     return face.landmarks
 
 
-def make_identity(photo_name: str, photo: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> Identity:
+def make_identity(
+    photo_name: str, photo: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator
+) -> Identity:
     """A new-looking person from a photo: mirroring, skin/hair colour, contrast, face shape.
 
     Landmarks follow the geometric changes analytically (detecting again on a recoloured
     portrait can pick a badge or patch instead of the face).
     """
-    info = {"photo": photo_name, "mirror": bool(rng.random() < 0.5), "hue": float(rng.uniform(-12, 12)),
-            "saturation": float(rng.uniform(0.75, 1.25)), "gamma": float(rng.uniform(0.8, 1.25)),
-            "tint": [float(v) for v in rng.uniform(0.92, 1.08, 3)], "stretch": float(rng.uniform(0.9, 1.1))}
+    info = {
+        "photo": photo_name,
+        "mirror": bool(rng.random() < 0.5),
+        "hue": float(rng.uniform(-12, 12)),
+        "saturation": float(rng.uniform(0.75, 1.25)),
+        "gamma": float(rng.uniform(0.8, 1.25)),
+        "tint": [float(v) for v in rng.uniform(0.92, 1.08, 3)],
+        "stretch": float(rng.uniform(0.9, 1.1)),
+    }
     img, lm = photo, np.asarray(landmarks, np.float32)
     if info["mirror"]:
         img, lm = sbi.flip(img, lm)
@@ -113,20 +129,28 @@ def make_identity(photo_name: str, photo: np.ndarray, landmarks: np.ndarray, rng
     f = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) ** info["gamma"] * np.asarray(info["tint"], np.float32)
     img = np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
     h, w = img.shape[:2]
-    new_w = int(round(w * info["stretch"]))
+    new_w = round(w * info["stretch"])
     img = cv2.resize(img, (new_w, h), interpolation=cv2.INTER_AREA)
     lm = lm.copy()
     lm[:, 0] = (lm[:, 0] + 0.5) * new_w / w - 0.5
     return Identity(photo_name, np.ascontiguousarray(img), lm, info)
 
 
-def render(ident: Identity, n_frames: int, size: tuple[int, int], rng: np.random.Generator,
-           face_frac: tuple[float, float] = (0.36, 0.46)):
+def render(
+    ident: Identity,
+    n_frames: int,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    face_frac: tuple[float, float] = (0.36, 0.46),
+    background: int | None = None,
+):
     """Frames of `ident` moving smoothly, and the 68 landmarks of every frame.
 
     Args:
       size: (width, height) of the frames.
       face_frac: range of the face width (jaw to jaw) as a fraction of the frame height.
+      background: grey level around the portrait; None mirrors the portrait at its edges,
+        which at small scales repeats the face (fine for big faces, not for small ones).
     """
     w, h = size
     lm = ident.landmarks
@@ -136,7 +160,12 @@ def render(ident: Identity, n_frames: int, size: tuple[int, int], rng: np.random
     t = np.linspace(0, 1, n_frames)
     cyc = rng.uniform(0.5, 1.5, 4)
     ph = rng.uniform(0, 2 * np.pi, 4)
-    amp = (rng.uniform(0.03, 0.07) * w, rng.uniform(0.02, 0.05) * h, rng.uniform(2, 7), rng.uniform(0.02, 0.06))
+    amp = (
+        rng.uniform(0.03, 0.07) * w,
+        rng.uniform(0.02, 0.05) * h,
+        rng.uniform(2, 7),
+        rng.uniform(0.02, 0.06),
+    )
     offset = (rng.uniform(-0.08, 0.08) * w, rng.uniform(-0.05, 0.05) * h)
     frames, lms = [], []
     for k in range(n_frames):
@@ -145,7 +174,12 @@ def render(ident: Identity, n_frames: int, size: tuple[int, int], rng: np.random
         angle, zoom = amp[2] * wave[2], base * (1 + amp[3] * wave[3])
         m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, zoom)
         m[:, 2] += (w / 2 + tx - centre[0], h / 2 + ty - centre[1])
-        frames.append(cv2.warpAffine(ident.image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+        border = (cv2.BORDER_REFLECT, 0) if background is None else (cv2.BORDER_CONSTANT, (background,) * 3)
+        frames.append(
+            cv2.warpAffine(
+                ident.image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border[0], borderValue=border[1]
+            )
+        )
         lms.append((lm @ m[:, :2].T + m[:, 2]).astype(np.float32))
     return frames, np.stack(lms)
 
@@ -165,9 +199,17 @@ def _fake_params(rng: np.random.Generator) -> sbi.SbiParams:
     return dataclasses.replace(sbi.draw_params(rng), transform_source=True)
 
 
-def make_demo_tree(out: str, *, videos_per_split: tuple[int, int, int] = (16, 8, 8), frames: int = 32,
-                   size: tuple[int, int] = (320, 240), qualities: tuple[str, ...] = ("c23", "c40"),
-                   celebdf: tuple[int, int, int] = (6, 2, 6), seed: int = 0, log=print) -> dict:
+def make_demo_tree(
+    out: str,
+    *,
+    videos_per_split: tuple[int, int, int] = (16, 8, 8),
+    frames: int = 32,
+    size: tuple[int, int] = (320, 240),
+    qualities: tuple[str, ...] = ("c23", "c40"),
+    celebdf: tuple[int, int, int] = (6, 2, 6),
+    seed: int = 0,
+    log=print,
+) -> dict:
     """Writes the demo tree under `out` and returns its manifest (also saved as out/demo.json).
 
     Args:
@@ -191,8 +233,15 @@ def make_demo_tree(out: str, *, videos_per_split: tuple[int, int, int] = (16, 8,
     photo_lms = {name: photo_landmarks(img, finder) for name, img in photos.items()}
     ff = os.path.join(out, "ffpp")
     truth: dict[str, np.ndarray] = {}
-    manifest = {"seed": seed, "frames": frames, "size": list(size), "qualities": list(qualities),
-                "photos": sorted(photos), "ffpp": {"splits": {}, "videos": {}}, "celebdf": {}}
+    manifest = {
+        "seed": seed,
+        "frames": frames,
+        "size": list(size),
+        "qualities": list(qualities),
+        "photos": sorted(photos),
+        "ffpp": {"splits": {}, "videos": {}},
+        "celebdf": {},
+    }
     names = sorted(photos)
 
     def new_video(i: int):
@@ -206,7 +255,7 @@ def make_demo_tree(out: str, *, videos_per_split: tuple[int, int, int] = (16, 8,
     first = 0
     os.makedirs(os.path.join(ff, "splits"), exist_ok=True)
     for split, n in zip(("train", "val", "test"), videos_per_split):
-        split_ids = ids[first:first + n]
+        split_ids = ids[first : first + n]
         first += n
         pairs = [[split_ids[k], split_ids[k + 1]] for k in range(0, n, 2)]
         manifest["ffpp"]["splits"][split] = pairs
@@ -218,28 +267,46 @@ def make_demo_tree(out: str, *, videos_per_split: tuple[int, int, int] = (16, 8,
                 ident, fr, lm = new_video(int(vid))
                 made[vid] = (fr, lm)
                 for q in qualities:
-                    write_video(os.path.join(ff, "original_sequences", "youtube", q, "videos", f"{vid}.mp4"), fr,
-                                QUALITIES[q])
+                    write_video(
+                        os.path.join(ff, "original_sequences", "youtube", q, "videos", f"{vid}.mp4"),
+                        fr,
+                        QUALITIES[q],
+                    )
                 truth[f"original/{vid}"] = lm
-                manifest["ffpp"]["videos"][f"original/{vid}"] = {"split": split, "label": 0, "identity": ident.info}
+                manifest["ffpp"]["videos"][f"original/{vid}"] = {
+                    "split": split,
+                    "label": 0,
+                    "identity": ident.info,
+                }
             for tgt, src in ((a, b), (b, a)):
                 fr, lm = made[tgt]
                 params = _fake_params(rng)
                 fakes, masks = sbi_video(fr, lm, params)
                 name = f"{tgt}_{src}"
                 for q in qualities:
-                    write_video(os.path.join(ff, "manipulated_sequences", METHOD, q, "videos", f"{name}.mp4"),
-                                fakes, QUALITIES[q])
-                write_video(os.path.join(ff, "manipulated_sequences", METHOD, "masks", "videos", f"{name}.mp4"),
-                            masks, 10)
+                    write_video(
+                        os.path.join(ff, "manipulated_sequences", METHOD, q, "videos", f"{name}.mp4"),
+                        fakes,
+                        QUALITIES[q],
+                    )
+                write_video(
+                    os.path.join(ff, "manipulated_sequences", METHOD, "masks", "videos", f"{name}.mp4"),
+                    masks,
+                    10,
+                )
                 truth[f"{METHOD}/{name}"] = lm
-                manifest["ffpp"]["videos"][f"{METHOD}/{name}"] = {"split": split, "label": 1,
-                                                                  "sbi": dataclasses.asdict(params)}
+                manifest["ffpp"]["videos"][f"{METHOD}/{name}"] = {
+                    "split": split,
+                    "label": 1,
+                    "sbi": dataclasses.asdict(params),
+                }
         log(f"demo: ffpp {split}: {n} real + {n} fake videos")
 
     if any(celebdf):
         _celebdf(os.path.join(out, "celebdf"), celebdf, new_video, rng, truth, manifest)
-        log(f"demo: celebdf: {celebdf[0]} Celeb-real, {celebdf[1]} YouTube-real, {celebdf[2]} Celeb-synthesis")
+        log(
+            f"demo: celebdf: {celebdf[0]} Celeb-real, {celebdf[1]} YouTube-real, {celebdf[2]} Celeb-synthesis"
+        )
     np.savez_compressed(os.path.join(out, "landmarks.npz"), **truth)
     with open(os.path.join(out, "demo.json"), "w") as f:
         json.dump(manifest, f, indent=1)
@@ -271,7 +338,11 @@ def _celebdf(root: str, counts, new_video, rng, truth, manifest) -> None:
         rel = f"Celeb-synthesis/id{src}_id{other}_{k:04d}.mp4"
         write_video(os.path.join(root, rel), fakes, 23)
         truth[f"celebdf/{rel[:-4]}"] = lm
-    for folder, label, n in (("Celeb-real", 1, n_celeb), ("YouTube-real", 1, n_youtube), ("Celeb-synthesis", 0, n_synth)):
+    for folder, label, n in (
+        ("Celeb-real", 1, n_celeb),
+        ("YouTube-real", 1, n_youtube),
+        ("Celeb-synthesis", 0, n_synth),
+    ):
         files = sorted(os.listdir(os.path.join(root, folder))) if n else []
         test_lines += [f"{label} {folder}/{f}" for f in files[::2]]
     with open(os.path.join(root, "List_of_testing_videos.txt"), "w") as f:
@@ -296,10 +367,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--celebdf", default="6,2,6", help="Celeb-real,YouTube-real,Celeb-synthesis videos")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    make_demo_tree(a.out, videos_per_split=_ints(a.videos, 3), frames=a.frames, size=_ints(a.size, 2),
-                   qualities=tuple(a.qualities.split(",")), celebdf=_ints(a.celebdf, 3), seed=a.seed)
-    print(f"demo tree written to {a.out}; prepare it with: python -m data_prep.build --dataset=demo "
-          f"--root={a.out} --out=OUT")
+    make_demo_tree(
+        a.out,
+        videos_per_split=_ints(a.videos, 3),
+        frames=a.frames,
+        size=_ints(a.size, 2),
+        qualities=tuple(a.qualities.split(",")),
+        celebdf=_ints(a.celebdf, 3),
+        seed=a.seed,
+    )
+    print(
+        f"demo tree written to {a.out}; prepare it with: python -m data_prep.build --dataset=demo "
+        f"--root={a.out} --out=OUT"
+    )
     return 0
 
 

@@ -36,9 +36,11 @@ def model_path(name: str) -> str:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("face_recognition_models is not installed: pip install -e '.[prep]' "
-                           "(it ships the dlib landmark and detector weights)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", _MODEL_FILES[name])
+        raise RuntimeError(
+            "face_recognition_models is not installed: pip install -e '.[prep]' "
+            "(it ships the dlib landmark and detector weights)"
+        )
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "models", _MODEL_FILES[name])
     if not os.path.isfile(path):
         raise RuntimeError(f"{path} is missing: reinstall face_recognition_models")
     return path
@@ -90,8 +92,9 @@ class FaceFinder:
         self._predictor = dlib.shape_predictor(model_path("landmarks68"))
         self._hog = dlib.get_frontal_face_detector() if backend == "dlib" else None
         self._cnn = dlib.cnn_face_detection_model_v1(model_path("mmod")) if backend == "cnn" else None
-        self._haar = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades,
-                                                        "haarcascade_frontalface_default.xml"))
+        self._haar = cv2.CascadeClassifier(
+            os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        )
         self._prev_size = 0.0
 
     def reset(self) -> None:
@@ -101,21 +104,36 @@ class FaceFinder:
     # --- box search -------------------------------------------------------------------------
 
     def _hog_at(self, gray: np.ndarray, scale: float, upsample: int = 0):
-        small = gray if scale >= 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small = (
+            gray if scale >= 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
         rects = self._hog(small, upsample)
-        return [(r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale) for r in rects]
+        return [
+            (r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale)
+            for r in rects
+        ]
 
     def _haar_boxes(self, gray: np.ndarray):
-        found = self._haar.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                            minSize=(self.min_face, self.min_face))
+        found = self._haar.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_face, self.min_face)
+        )
         return [(float(x), float(y), float(x + w), float(y + h)) for x, y, w, h in np.reshape(found, (-1, 4))]
 
     def _cnn_boxes(self, rgb: np.ndarray):
         h, w = rgb.shape[:2]
         scale = min(1.0, 2 * self.detect_size / max(h, w))
-        small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        return [(d.rect.left() / scale, d.rect.top() / scale, (d.rect.right() + 1) / scale,
-                 (d.rect.bottom() + 1) / scale) for d in self._cnn(np.ascontiguousarray(small), 0)]
+        small = (
+            rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
+        return [
+            (
+                d.rect.left() / scale,
+                d.rect.top() / scale,
+                (d.rect.right() + 1) / scale,
+                (d.rect.bottom() + 1) / scale,
+            )
+            for d in self._cnn(np.ascontiguousarray(small), 0)
+        ]
 
     def _search(self, rgb: np.ndarray, gray: np.ndarray):
         """(box, which stage found it) of the largest face, or (None, "")."""
@@ -146,7 +164,7 @@ class FaceFinder:
     def landmarks(self, gray_or_rgb: np.ndarray, box) -> np.ndarray:
         """68 landmarks (float32, frame pixels) of the face in `box` (x0, y0, x1, y1)."""
         gray = _gray(gray_or_rgb)
-        rect = self._dlib.rectangle(*(int(round(v)) for v in box))
+        rect = self._dlib.rectangle(*(round(v) for v in box))
         shape = self._predictor(gray, rect)
         return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 

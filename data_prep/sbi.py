@@ -31,9 +31,13 @@ HULLS = ("convex", "extended", "inner")
 # Index of each 68-point landmark's mirror image (jaw, brows, nose wings, eyes, lips swap
 # sides), so that a flipped face keeps the points' meaning.
 MIRROR_68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + list(range(35, 30, -1))
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + [27, 28, 29, 30]
+    + list(range(35, 30, -1))
     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65]
 )
 FREQUENCY = ("downscale", "sharpen")
 
@@ -127,7 +131,9 @@ def _colour(img: np.ndarray, p: SbiParams) -> np.ndarray:
 def _frequency(img: np.ndarray, p: SbiParams) -> np.ndarray:
     h, w = img.shape[:2]
     if p.frequency == "downscale":
-        small = cv2.resize(img, (max(1, w // p.downscale), max(1, h // p.downscale)), interpolation=cv2.INTER_NEAREST)
+        small = cv2.resize(
+            img, (max(1, w // p.downscale), max(1, h // p.downscale)), interpolation=cv2.INTER_NEAREST
+        )
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     blurred = cv2.GaussianBlur(img, (0, 0), 1.0)
     return img + p.sharpen * (img - blurred)
@@ -143,8 +149,14 @@ def _soften(mask: np.ndarray, p: SbiParams) -> np.ndarray:
     mh, mw = p.mask_size
     m = cv2.resize(mask, (mw, mh), interpolation=cv2.INTER_LINEAR)
     rng = np.random.default_rng(p.elastic_seed)
-    dx = cv2.GaussianBlur(rng.uniform(-1, 1, (mh, mw)).astype(np.float32), (0, 0), p.elastic_sigma) * p.elastic_alpha
-    dy = cv2.GaussianBlur(rng.uniform(-1, 1, (mh, mw)).astype(np.float32), (0, 0), p.elastic_sigma) * p.elastic_alpha
+    dx = (
+        cv2.GaussianBlur(rng.uniform(-1, 1, (mh, mw)).astype(np.float32), (0, 0), p.elastic_sigma)
+        * p.elastic_alpha
+    )
+    dy = (
+        cv2.GaussianBlur(rng.uniform(-1, 1, (mh, mw)).astype(np.float32), (0, 0), p.elastic_sigma)
+        * p.elastic_alpha
+    )
     gx, gy = np.meshgrid(np.arange(mw, dtype=np.float32), np.arange(mh, dtype=np.float32))
     m = cv2.remap(m, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     m = cv2.GaussianBlur(m, (p.blur1, p.blur1), 0)
@@ -164,11 +176,17 @@ def _region(lm: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]
     w, h = hi - lo
     x0, y0 = lo - (0.35 * w, 0.6 * h)
     x1, y1 = hi + (0.35 * w, 0.25 * h)
-    return (int(max(0, np.floor(x0))), int(max(0, np.floor(y0))), int(min(shape[1], np.ceil(x1))),
-            int(min(shape[0], np.ceil(y1))))
+    return (
+        int(max(0, np.floor(x0))),
+        int(max(0, np.floor(y0))),
+        int(min(shape[1], np.ceil(x1))),
+        int(min(shape[0], np.ceil(y1))),
+    )
 
 
-def blend(image: np.ndarray, landmarks: np.ndarray, p: SbiParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def blend(
+    image: np.ndarray, landmarks: np.ndarray, p: SbiParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Self-blends `image` (H, W, 3 uint8 RGB) around its 68 `landmarks` with settings `p`.
 
     Returns:
@@ -209,7 +227,7 @@ def blend(image: np.ndarray, landmarks: np.ndarray, p: SbiParams) -> tuple[np.nd
     fake[y0:y1, x0:x1] = mask[..., None] * src + (1 - mask[..., None]) * tgt
     full = np.zeros((h, w), np.float32)
     full[y0:y1, x0:x1] = mask
-    to8 = lambda a: np.clip(np.round(a), 0, 255).astype(np.uint8)  # noqa: E731
+    to8 = lambda a: np.clip(np.round(a), 0, 255).astype(np.uint8)
     return (image.copy() if p.transform_source else to8(target)), to8(fake), full
 
 

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -63,10 +63,15 @@ class WorkDir:
             with open(path) as f:
                 old = json.load(f)
             if old != settings:
-                diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
+                diff = {
+                    k: (old.get(k), settings.get(k))
+                    for k in set(old) | set(settings)
+                    if old.get(k) != settings.get(k)
+                }
                 raise SettingsMismatch(
                     f"{self.out} holds an unfinished build with other settings ({diff}, as (then, now)); "
-                    f"rerun with the same options to resume it, or use a new --out")
+                    f"rerun with the same options to resume it, or use a new --out"
+                )
         else:
             atomic_write(path, json.dumps(settings, indent=1, sort_keys=True).encode())
 
@@ -93,8 +98,10 @@ class WorkDir:
         while pos < len(data):
             (n,) = struct.unpack_from("<Q", data, pos)
             if pos + 8 + n > len(data):
-                raise ValueError(f"{path} is truncated; delete it and its .json marker, then rerun to redo the video")
-            yield data[pos + 8: pos + 8 + n]
+                raise ValueError(
+                    f"{path} is truncated; delete it and its .json marker, then rerun to redo the video"
+                )
+            yield data[pos + 8 : pos + 8 + n]
             pos += 8 + n
 
     def save_landmarks(self, key: str, indices: np.ndarray, landmarks: np.ndarray, shape: tuple) -> None:
@@ -125,7 +132,9 @@ def merge(work: WorkDir, name: str, results: list[dict], num_shards: int = 0) ->
 
     out = {}
     for split in records.SPLITS:
-        done = sorted((r for r in results if r["split"] == split and r["written"] > 0), key=lambda r: r["key"])
+        done = sorted(
+            (r for r in results if r["split"] == split and r["written"] > 0), key=lambda r: r["key"]
+        )
         keep: set[str] = set()
         if done:
             n = num_shards or auto_num_shards(sum(r.get("bytes", 0) for r in done), len(done))
@@ -146,8 +155,11 @@ def merge(work: WorkDir, name: str, results: list[dict], num_shards: int = 0) ->
                 files.append(os.path.basename(path))
                 lengths.append(count)
                 keep.add(path)
-            out[split] = {"files": files, "lengths": lengths,
-                          "bytes": sum(os.path.getsize(os.path.join(work.out, f)) for f in files)}
+            out[split] = {
+                "files": files,
+                "lengths": lengths,
+                "bytes": sum(os.path.getsize(os.path.join(work.out, f)) for f in files),
+            }
         for stale in glob.glob(os.path.join(work.out, f"{name}-{split}.tfrecord-*")):
             if stale not in keep:  # from an earlier merge with another shard count
                 os.remove(stale)

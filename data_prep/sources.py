@@ -60,9 +60,11 @@ def _quality_dir(parent: str, quality: str) -> str:
 
 
 def _ffpp_split_file(root: str, split: str, splits_dir: str | None) -> str:
-    candidates = [os.path.join(d, f"{split}.json") for d in
-                  ([splits_dir] if splits_dir else []) + [os.path.join(root, "splits"), root,
-                                                          os.path.join(root, "dataset", "splits")]]
+    candidates = [
+        os.path.join(d, f"{split}.json")
+        for d in ([splits_dir] if splits_dir else [])
+        + [os.path.join(root, "splits"), root, os.path.join(root, "dataset", "splits")]
+    ]
     for c in candidates:
         if os.path.isfile(c):
             return c
@@ -73,15 +75,22 @@ def _ffpp_split_file(root: str, split: str, splits_dir: str | None) -> str:
     )
 
 
-def ffpp(root: str, quality: str = "c23", methods: tuple[str, ...] | None = None,
-         splits_dir: str | None = None, dataset: str = "ffpp") -> list[Video]:
+def ffpp(
+    root: str,
+    quality: str = "c23",
+    methods: tuple[str, ...] | None = None,
+    splits_dir: str | None = None,
+    dataset: str = "ffpp",
+) -> list[Video]:
     """FaceForensics++: originals + each manipulation, expanded from the official pair lists.
 
     A pair ["a", "b"] gives reals a, b and, per method, fakes a_b and b_a (target_source).
     Methods default to every folder under manipulated_sequences/ that has <quality>/videos.
     DeepFakeDetection has no official split; its fakes and the `actors` originals go to test.
     """
-    real_dir = os.path.join(_quality_dir(os.path.join(root, "original_sequences", "youtube"), quality), "videos")
+    real_dir = os.path.join(
+        _quality_dir(os.path.join(root, "original_sequences", "youtube"), quality), "videos"
+    )
     if not os.path.isdir(real_dir):
         raise LayoutError(
             f"{real_dir} does not exist: --root must be the FaceForensics++ folder that holds "
@@ -89,14 +98,19 @@ def ffpp(root: str, quality: str = "c23", methods: tuple[str, ...] | None = None
         )
     q = os.path.basename(os.path.dirname(real_dir))
     man_root = os.path.join(root, "manipulated_sequences")
-    present = sorted(m for m in (os.listdir(man_root) if os.path.isdir(man_root) else [])
-                     if os.path.isdir(os.path.join(_quality_dir(os.path.join(man_root, m), quality), "videos")))
+    present = sorted(
+        m
+        for m in (os.listdir(man_root) if os.path.isdir(man_root) else [])
+        if os.path.isdir(os.path.join(_quality_dir(os.path.join(man_root, m), quality), "videos"))
+    )
     if methods is None:
         methods = tuple(present)
     missing = [m for m in methods if m not in present]
     if missing:
-        raise LayoutError(f"no manipulated_sequences/<method>/{quality}/videos for {missing} under {root}; "
-                          f"present: {present}")
+        raise LayoutError(
+            f"no manipulated_sequences/<method>/{quality}/videos for {missing} under {root}; "
+            f"present: {present}"
+        )
 
     rows: list[Video] = []
     for split in SPLITS:
@@ -104,8 +118,16 @@ def ffpp(root: str, quality: str = "c23", methods: tuple[str, ...] | None = None
             pairs = json.load(f)
         ids = sorted({i for p in pairs for i in p})
         for i in ids:
-            rows.append(Video(os.path.join(real_dir, f"{i}.mp4"), LABEL_REAL, split, REAL_METHOD,
-                              f"{REAL_METHOD}/{q}/{i}", dataset))
+            rows.append(
+                Video(
+                    os.path.join(real_dir, f"{i}.mp4"),
+                    LABEL_REAL,
+                    split,
+                    REAL_METHOD,
+                    f"{REAL_METHOD}/{q}/{i}",
+                    dataset,
+                )
+            )
         fakes = sorted({f"{a}_{b}" for a, b in pairs} | {f"{b}_{a}" for a, b in pairs})
         for m in methods:
             if m == "DeepFakeDetection":
@@ -113,9 +135,18 @@ def ffpp(root: str, quality: str = "c23", methods: tuple[str, ...] | None = None
             vdir = os.path.join(_quality_dir(os.path.join(man_root, m), quality), "videos")
             for name in fakes:
                 mask = os.path.join(man_root, m, "masks", "videos", f"{name}.mp4")
-                rows.append(Video(os.path.join(vdir, f"{name}.mp4"), LABEL_FAKE, split, m, f"{m}/{q}/{name}",
-                                  dataset, mask if os.path.isfile(mask) else "",
-                                  f"{REAL_METHOD}/{q}/{name.split('_')[0]}"))
+                rows.append(
+                    Video(
+                        os.path.join(vdir, f"{name}.mp4"),
+                        LABEL_FAKE,
+                        split,
+                        m,
+                        f"{m}/{q}/{name}",
+                        dataset,
+                        mask if os.path.isfile(mask) else "",
+                        f"{REAL_METHOD}/{q}/{name.split('_')[0]}",
+                    )
+                )
     if "DeepFakeDetection" in methods:
         rows += _dfd(root, man_root, quality, q, dataset)
     return rows
@@ -123,14 +154,32 @@ def ffpp(root: str, quality: str = "c23", methods: tuple[str, ...] | None = None
 
 def _dfd(root: str, man_root: str, quality: str, q: str, dataset: str) -> list[Video]:
     actors = os.path.join(_quality_dir(os.path.join(root, "original_sequences", "actors"), quality), "videos")
-    rows = [Video(os.path.join(actors, f), LABEL_REAL, "test", REAL_METHOD,
-                  f"{REAL_METHOD}/actors/{q}/{os.path.splitext(f)[0]}", dataset) for f in _mp4s(actors)]
+    rows = [
+        Video(
+            os.path.join(actors, f),
+            LABEL_REAL,
+            "test",
+            REAL_METHOD,
+            f"{REAL_METHOD}/actors/{q}/{os.path.splitext(f)[0]}",
+            dataset,
+        )
+        for f in _mp4s(actors)
+    ]
     vdir = os.path.join(_quality_dir(os.path.join(man_root, "DeepFakeDetection"), quality), "videos")
     for f in _mp4s(vdir):
         name = os.path.splitext(f)[0]
         mask = os.path.join(man_root, "DeepFakeDetection", "masks", "videos", f)
-        rows.append(Video(os.path.join(vdir, f), LABEL_FAKE, "test", "DeepFakeDetection",
-                          f"DeepFakeDetection/{q}/{name}", dataset, mask if os.path.isfile(mask) else ""))
+        rows.append(
+            Video(
+                os.path.join(vdir, f),
+                LABEL_FAKE,
+                "test",
+                "DeepFakeDetection",
+                f"DeepFakeDetection/{q}/{name}",
+                dataset,
+                mask if os.path.isfile(mask) else "",
+            )
+        )
     return rows
 
 
@@ -148,8 +197,10 @@ def celebdf(root: str) -> list[Video]:
     """
     listing = os.path.join(root, "List_of_testing_videos.txt")
     if not os.path.isfile(listing):
-        raise LayoutError(f"{listing} not found: --root must be the Celeb-DF v2 folder holding Celeb-real/, "
-                          "YouTube-real/, Celeb-synthesis/ and List_of_testing_videos.txt")
+        raise LayoutError(
+            f"{listing} not found: --root must be the Celeb-DF v2 folder holding Celeb-real/, "
+            "YouTube-real/, Celeb-synthesis/ and List_of_testing_videos.txt"
+        )
     test: dict[str, int] = {}
     with open(listing) as f:
         for n, line in enumerate(f, 1):
@@ -157,20 +208,36 @@ def celebdf(root: str) -> list[Video]:
             if not parts:
                 continue
             if len(parts) != 2 or parts[0] not in ("0", "1"):
-                raise LayoutError(f"{listing}:{n}: expected '<1 real|0 fake> <folder>/<file>.mp4', got {line!r}")
+                raise LayoutError(
+                    f"{listing}:{n}: expected '<1 real|0 fake> <folder>/<file>.mp4', got {line!r}"
+                )
             test[parts[1]] = LABEL_REAL if parts[0] == "1" else LABEL_FAKE
     rows: list[Video] = []
-    for folder, label in (("Celeb-real", LABEL_REAL), ("YouTube-real", LABEL_REAL), ("Celeb-synthesis", LABEL_FAKE)):
+    for folder, label in (
+        ("Celeb-real", LABEL_REAL),
+        ("YouTube-real", LABEL_REAL),
+        ("Celeb-synthesis", LABEL_FAKE),
+    ):
         vdir = _celeb_folder(root, folder)
         for f in _mp4s(vdir):
             rel = f"{folder}/{f}"
             split = "test" if rel in test else "train"
             if rel in test and test[rel] != label:
-                raise LayoutError(f"{listing} labels {rel} as {'real' if test[rel] == LABEL_REAL else 'fake'}, "
-                                  f"but it lies in {folder}/")
+                raise LayoutError(
+                    f"{listing} labels {rel} as {'real' if test[rel] == LABEL_REAL else 'fake'}, "
+                    f"but it lies in {folder}/"
+                )
             method = REAL_METHOD if label == LABEL_REAL else "Celeb-synthesis"
-            rows.append(Video(os.path.join(vdir, f), label, split, method,
-                              f"{folder}/{os.path.splitext(f)[0]}", "celebdf"))
+            rows.append(
+                Video(
+                    os.path.join(vdir, f),
+                    label,
+                    split,
+                    method,
+                    f"{folder}/{os.path.splitext(f)[0]}",
+                    "celebdf",
+                )
+            )
     listed = {r.video_id.split("/")[0] + "/" + os.path.basename(r.path) for r in rows}
     absent = sorted(set(test) - listed)
     if absent:
@@ -202,8 +269,16 @@ def dfdc(root: str) -> list[Video]:
             split = e.get("split", "train")
             split = split if split in SPLITS else "train"
             method = REAL_METHOD if label == LABEL_REAL else "DFDC"
-            rows.append(Video(os.path.join(root, d, name), label, split, method,
-                              f"{d}/{os.path.splitext(name)[0]}", "dfdc"))
+            rows.append(
+                Video(
+                    os.path.join(root, d, name),
+                    label,
+                    split,
+                    method,
+                    f"{d}/{os.path.splitext(name)[0]}",
+                    "dfdc",
+                )
+            )
     for d in [""] + subdirs:
         labels = os.path.join(root, d, "labels.csv")
         if not os.path.isfile(labels):
@@ -214,15 +289,23 @@ def dfdc(root: str) -> list[Video]:
             for row in csv.DictReader(f):
                 name = row.get("filename")
                 if name is None or row.get("label") not in ("0", "1"):
-                    raise LayoutError(f"{labels}: expected columns filename,label (0 real, 1 fake), got {row}")
-                path = next((os.path.join(p, name) for p in folders if os.path.isfile(os.path.join(p, name))),
-                            os.path.join(folders[1], name))
+                    raise LayoutError(
+                        f"{labels}: expected columns filename,label (0 real, 1 fake), got {row}"
+                    )
+                path = next(
+                    (os.path.join(p, name) for p in folders if os.path.isfile(os.path.join(p, name))),
+                    os.path.join(folders[1], name),
+                )
                 label = int(row["label"])
                 method = REAL_METHOD if label == LABEL_REAL else "DFDC"
-                rows.append(Video(path, label, split, method, f"{d or 'test'}/{os.path.splitext(name)[0]}", "dfdc"))
+                rows.append(
+                    Video(path, label, split, method, f"{d or 'test'}/{os.path.splitext(name)[0]}", "dfdc")
+                )
     if not rows:
-        raise LayoutError(f"no DFDC videos under {root}: expected dfdc_train_part_*/metadata.json and/or a "
-                          "labels.csv (filename,label) beside test videos")
+        raise LayoutError(
+            f"no DFDC videos under {root}: expected dfdc_train_part_*/metadata.json and/or a "
+            "labels.csv (filename,label) beside test videos"
+        )
     return rows
 
 
@@ -232,8 +315,14 @@ def demo_root(root: str) -> str:
     return inner if os.path.isdir(os.path.join(inner, "original_sequences")) else root
 
 
-def list_videos(dataset: str, root: str, *, quality: str = "c23", methods: tuple[str, ...] | None = None,
-                splits_dir: str | None = None) -> list[Video]:
+def list_videos(
+    dataset: str,
+    root: str,
+    *,
+    quality: str = "c23",
+    methods: tuple[str, ...] | None = None,
+    splits_dir: str | None = None,
+) -> list[Video]:
     """The rows of `dataset` under `root` (one of DATASETS)."""
     if not os.path.isdir(root):
         raise LayoutError(f"--root {root} is not a directory")

@@ -29,8 +29,8 @@ class Settings:
 
     dataset: str
     quality: str = "c23"
-    train_sampling: frames_lib.Sampling = frames_lib.Sampling()
-    eval_sampling: frames_lib.Sampling = frames_lib.Sampling()
+    train_sampling: frames_lib.Sampling = dataclasses.field(default_factory=frames_lib.Sampling)
+    eval_sampling: frames_lib.Sampling = dataclasses.field(default_factory=frames_lib.Sampling)
     recipe: str = "bench"
     size: int = 0  # 0: the recipe's own size
     scale: float = 0.0  # 0: the recipe's own margin scale
@@ -60,8 +60,13 @@ class Settings:
         d["methods"] = list(self.methods) if self.methods is not None else None
         d["splits"] = list(self.splits)
         r = self.crop_recipe()
-        d["crop"] = {"recipe": r.name, "size": r.size, "margin_scale": r.scale,
-                     "aligned_size": round(r.size * r.align_ratio), "template_5pts_unit": [list(p) for p in r.template]}
+        d["crop"] = {
+            "recipe": r.name,
+            "size": r.size,
+            "margin_scale": r.scale,
+            "aligned_size": round(r.size * r.align_ratio),
+            "template_5pts_unit": [list(p) for p in r.template],
+        }
         d["landmarks"] = "dlib 68-point shape predictor (face_recognition_models)"
         return d
 
@@ -90,9 +95,20 @@ def process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir)
     The result's status is "ok", "partial" (some sampled frames had no face) or "skipped"
     (nothing written; `reason` says why). Never raises for a bad video.
     """
-    result = {"key": video.key, "video_id": video.video_id, "path": video.path, "split": video.split,
-              "label": video.label, "method": video.method, "status": "skipped", "reason": "",
-              "sampled": 0, "written": 0, "decoded_frames": 0, "reused_landmarks": 0}
+    result = {
+        "key": video.key,
+        "video_id": video.video_id,
+        "path": video.path,
+        "split": video.split,
+        "label": video.label,
+        "method": video.method,
+        "status": "skipped",
+        "reason": "",
+        "sampled": 0,
+        "written": 0,
+        "decoded_frames": 0,
+        "reused_landmarks": 0,
+    }
     try:
         _process(video, settings, finder, work, result)
     except frames_lib.VideoError as e:
@@ -134,14 +150,24 @@ def _process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir
         found_lm.append(lm)
         crop, lm_crop, m = align_lib.align(frame, lm, recipe)
         mask = _mask_png(masks[i], m, recipe) if i in masks else b""
-        rec = records.FaceRecord(image=encode_image(crop, settings), label=video.label, dataset=video.dataset,
-                                 split=video.split, method=video.method, video_id=video.video_id,
-                                 frame_index=i, landmarks=lm_crop, mask=mask)
+        rec = records.FaceRecord(
+            image=encode_image(crop, settings),
+            label=video.label,
+            dataset=video.dataset,
+            split=video.split,
+            method=video.method,
+            video_id=video.video_id,
+            frame_index=i,
+            landmarks=lm_crop,
+            mask=mask,
+        )
         serialized.append(records.encode(rec))
 
     if not serialized:
-        result["reason"] = (f"no face found in any of the {len(indices)} sampled frames "
-                            f"(detector '{settings.detector}'; is a frontal face visible?)")
+        result["reason"] = (
+            f"no face found in any of the {len(indices)} sampled frames "
+            f"(detector '{settings.detector}'; if a face is there but small or turned, try --detector=cnn)"
+        )
         return
     if settings.reuse_landmarks and video.label == records.LABEL_REAL:
         # Kept for the fakes made from this real video (FF++: a_* reuse a's landmarks).
@@ -151,4 +177,6 @@ def _process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir
     missing = len(indices) - len(serialized)
     result["status"] = "partial" if missing else "ok"
     if missing:
-        result["reason"] = f"no face in {missing} of {len(indices)} sampled frames (those frames are left out)"
+        result["reason"] = (
+            f"no face in {missing} of {len(indices)} sampled frames (those frames are left out)"
+        )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -99,7 +99,8 @@ def encode(rec: FaceRecord) -> bytes:
         raise ValueError(f"label must be 0 (real) or 1 (fake), got {rec.label!r} for {rec.video_id}")
     if rec.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {rec.split!r} for {rec.video_id}")
-    lm = np.zeros((0,), np.float32) if rec.landmarks is None else np.asarray(rec.landmarks, np.float32).reshape(-1)
+    lm = np.zeros((0,), np.float32) if rec.landmarks is None else np.asarray(rec.landmarks, np.float32)
+    lm = lm.reshape(-1)
     feature = {
         "image": _bytes_feature(rec.image),
         "label": _int_feature(rec.label),
@@ -163,7 +164,8 @@ def split_files(root: str, split: str) -> list[str]:
     files = sorted(gfile.glob(os.path.join(root, f"*-{split}.tfrecord-*-of-*")))
     if not files:
         raise FileNotFoundError(
-            f"no '{split}' records under {root}: expected files named <name>-{split}.tfrecord-NNNNN-of-NNNNN; "
+            f"no '{split}' records under {root}: expected files named "
+            f"<name>-{split}.tfrecord-NNNNN-of-NNNNN; "
             "prepare them with `python -m data_prep.build --dataset=... --root=RAW --out=DIR`"
         )
     return files
