@@ -13,7 +13,14 @@ Arguments (comma separated after the file name):
   stage=mat|pretrain  which stage of the recipe
   quality=c23         FF++ compression (c0, c23, c40)
   padding=reference   "reference" reproduces the official static padding; "same" is TF-SAME
+  bf16                bfloat16 compute (parameters, BatchNorm statistics and losses stay float32)
   smoke               a few tiny steps, for checking a set-up end to end
+  tiny                a tiny model (EfficientNet-B0 at width 0.25 / depth 0.2, 64 px, M=2)
+                      for CPU tests and demos; combine with smoke for a minimal run
+
+Expected runtime: stage 2 on 8 x A100 / a v4-8 TPU is a few hours; on a 2-core CPU the B4
+train step takes ~ s per step at batch 4 (see `python -m mat_jax.bench`), so only the
+`smoke`/`tiny` variants are meant for CPUs.
 """
 
 from __future__ import annotations
@@ -24,14 +31,16 @@ from configs.common import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = parse_arg(arg, stage="mat", quality="c23", padding="reference", smoke=False)
+    arg = parse_arg(arg, stage="mat", quality="c23", padding="reference", smoke=False, tiny=False, bf16=False)
     if arg.stage not in ("mat", "pretrain"):
         raise ValueError(f"stage must be 'mat' or 'pretrain', got {arg.stage!r}")
     config = ml_collections.ConfigDict()
     config.seed = 1234567  # the official code's numpy/torch seed
     config.stage = arg.stage
-    # Orbax checkpoint directory (a workdir's `checkpoints/`) or an imported PyTorch
-    # file whose backbone starts stage 2; empty: random init (or ImageNet via interop).
+    # Where stage 2 starts: a stage-1 workdir (its best, else latest checkpoint), one of its
+    # checkpoint directories, or a model checkpoint written by `mat-jax-import`
+    # (checkpointing.save_model). A backbone-only checkpoint loads into MAT's backbone;
+    # empty: random init. Ignored when the workdir already holds a checkpoint (resume).
     config.init_from = ""
 
     # ------------------------------------------------------------------ model
@@ -48,7 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.drop_connect_rate = 0.2  # backbone stochastic depth, scaled by block index / 32
     m.backbone_dropout = 0.0  # the official code zeroes EfficientNet's top dropout
     m.num_classes = 2  # 0 real, 1 fake
-    m.dtype = "float32"  # compute dtype; "bfloat16" on TPU/GPU for speed
+    m.dtype = "bfloat16" if arg.bf16 else "float32"  # compute dtype; bfloat16 on TPU/GPU for speed
+    m.width = 0.0  # EfficientNet width multiplier override; 0: the variant's own
+    m.depth = 0.0  # EfficientNet depth multiplier override; 0: the variant's own
 
     # ------------------------------------------------------------------ losses
     config.loss = loss = ml_collections.ConfigDict()
@@ -78,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.b2 = 0.999
     optim.weight_decay = 1e-6
     optim.lr_decay = 0.5  # StepLR: x0.5 ...
-    optim.lr_decay_epochs = 5  # ... every 5 epochs, stepped per epoch
+    optim.lr_decay_epochs = 5  # ... every 5 epochs (a staircase over steps, so per epoch)
 
     # ------------------------------------------------------------------ data
     config.data = data = ml_collections.ConfigDict()
@@ -99,18 +110,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.batch_size = 60  # global; the official run used ~15 per GPU on 4 GPUs
     train.epochs = 30 if arg.stage == "mat" else 20
     train.steps_per_epoch = 0  # 0: one pass over the (balanced) training split
-    train.log_every_steps = 50
-    train.checkpoint_every_steps = 1000
-    train.keep_checkpoints = 3
+    train.num_train_steps = -1  # > 0 overrides epochs * steps_per_epoch (schedules keep epochs)
+    train.log_every_steps = 50  # metrics are fetched from the device only here (and at saves)
+    train.checkpoint_every_steps = 1000  # plus one at every evaluation and at the end
+    train.keep_checkpoints = 3  # most recent training checkpoints kept; "best" is kept apart
     train.eval_every_epochs = 1
+    train.eval_every_steps = 0  # > 0 overrides eval_every_epochs
     train.eval_batch_size = 64
     train.eval_split = "val"  # the best checkpoint is chosen here, never on "test"
+    train.best_metric = "frame/auc"  # key of evaluate's metrics (higher is better)
+    train.final_eval_split = "test"  # evaluated once at the end with the best checkpoint; "" skips
 
     if arg.stage == "pretrain":
         config.loss.regional_weight = 0.0
         config.loss.match_weight = 0.0
         config.loss.agda_ce_weight = 0.0
         train.batch_size = 64  # 16 per GPU
+
+    if arg.tiny:
+        m.backbone = "efficientnet-b0"
+        m.width, m.depth = 0.25, 0.2  # 7 MBConv blocks, 8..80 channels
+        m.image_size = 64
+        m.num_attention_maps = 2
+        m.texture_layer = "b2"
+        m.attention_layer = "b5"
+        m.mid_dims = 32
+        train.eval_batch_size = 8
 
     if arg.smoke:
         m.backbone = "efficientnet-b0"

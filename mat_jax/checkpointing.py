@@ -204,3 +204,110 @@ def load_model(directory: str | os.PathLike, model: nnx.Module) -> dict[str, Any
     nnx.replace_by_pure_dict(state, restored[MODEL])
     nnx.update(model, state)
     return _read_json(step_dir)
+
+
+# --------------------------------------------------------------------------- training checkpoints
+
+
+def _item_handlers():
+    return {MODEL: ocp.StandardCheckpointHandler(), OPT: ocp.StandardCheckpointHandler(),
+            META: ocp.JsonCheckpointHandler()}
+
+
+class CheckpointManager:
+    """Training checkpoints of one workdir.
+
+    `<workdir>/checkpoints/<step>/` keeps the `keep` most recent saves (the trainer saves
+    periodically, at evaluation points and at the end); `<workdir>/best/<step>/` keeps the
+    single checkpoint with the best validation metric, chosen by the caller. Both hold
+    the items "model", "opt" and "meta". Saves are asynchronous (the arrays are copied
+    off the device before `save` returns, so the next donated step is safe) and atomic:
+    a run killed mid-save leaves only a temporary directory, ignored on restore.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, save_interval_steps: int = 1):
+        root = epath.Path(workdir)
+        if "://" not in str(workdir):
+            root = root.absolute()
+        self.root = root
+        self._latest = ocp.CheckpointManager(
+            root / "checkpoints",
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, save_interval_steps=save_interval_steps, create=True,
+                cleanup_tmp_directories=True,
+            ),
+            item_handlers=_item_handlers(),
+        )
+        self._best = ocp.CheckpointManager(
+            root / "best",
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, cleanup_tmp_directories=True),
+            item_handlers=_item_handlers(),
+        )
+
+    # ---- queries
+    def latest_step(self) -> int | None:
+        return self._latest.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._latest.all_steps())
+
+    def best_step(self) -> int | None:
+        return self._best.latest_step()
+
+    @property
+    def directory(self) -> epath.Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best_directory(self) -> epath.Path:
+        return self.root / "best"
+
+    # ---- saving
+    def _save(self, mngr, step: int, model, optimizer, meta: Mapping[str, Any], what: str) -> bool:
+        items = {MODEL: nnx.to_pure_dict(nnx.state(model))}
+        if optimizer is not None:
+            items[OPT] = nnx.to_pure_dict(nnx.state(optimizer))
+        _check_finite(items, f"{what} checkpoint at step {step}")
+        args = {k: ocp.args.StandardSave(v) for k, v in items.items()}
+        args[META] = ocp.args.JsonSave({"format": TRAIN_FORMAT, "step": int(step), **dict(meta)})
+        if step in mngr.all_steps():
+            return False  # already saved (e.g. a resumed run at its restore step)
+        return mngr.save(int(step), args=ocp.args.Composite(**args), force=True)
+
+    def save(self, step: int, model, optimizer, meta: Mapping[str, Any]) -> bool:
+        """Saves model, optimizer and meta at `step`; NonFiniteStateError on NaN/Inf state."""
+        return self._save(self._latest, step, model, optimizer, meta, "training")
+
+    def save_best(self, step: int, model, meta: Mapping[str, Any]) -> bool:
+        """Replaces the best checkpoint with this one (model and meta only)."""
+        return self._save(self._best, step, model, None, meta, "best")
+
+    def wait(self) -> None:
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self._latest.close()
+        self._best.close()
+
+    # ---- restoring
+    def restore(self, model, optimizer, step: int | None = None) -> dict[str, Any]:
+        """Restores model and optimizer in place from `step` (default: latest); returns meta."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no training checkpoint under {self.directory}")
+        step_dir = self.directory / str(step)
+        model_state, opt_state = nnx.state(model), nnx.state(optimizer)
+        targets = {MODEL: nnx.to_pure_dict(model_state), OPT: nnx.to_pure_dict(opt_state)}
+        for item, target in targets.items():
+            report = _describe_mismatch(step_dir / item, _tree_metadata(step_dir, item), _flatten(target))
+            if report:
+                raise ValueError(report)
+        args = {k: ocp.args.StandardRestore(_abstract(v)) for k, v in targets.items()}
+        args[META] = ocp.args.JsonRestore()
+        restored = self._latest.restore(step, args=ocp.args.Composite(**args))
+        nnx.replace_by_pure_dict(model_state, restored[MODEL])
+        nnx.replace_by_pure_dict(opt_state, restored[OPT])
+        nnx.update(model, model_state)
+        nnx.update(optimizer, opt_state)
+        return dict(restored[META])

@@ -1,0 +1,232 @@
+"""Evaluation: per-frame scores from a jitted eval step, frame and video metrics, result files.
+
+The protocol of the official `evaluation.py` (`reference_mat.md` §5): frame score =
+softmax P(fake); video score = mean of its frame scores; ACC at 0.5, AUC (and here EER
+and AP) at frame and video level, plus a per-method breakdown (each method vs the reals).
+Padding rows of the last batch carry mask 0 and are dropped before any metric.
+
+Files, written by process 0 under `<workdir>/eval/<name>/` (name defaults to the split):
+  metrics.json  all metrics, the step and checkpoint evaluated, the records' root
+  videos.csv    video_id, method, label, num_frames, score, prediction
+  frames.csv    video_id, frame_index, method, label, score
+  roc.png       frame- and video-level ROC curves
+  history.jsonl one line of metrics per evaluation (periodic validation during training)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from etils import epath
+from flax import nnx
+
+from mat_jax import input_pipeline, metrics as metrics_lib, parallel
+
+
+def video_rows(s: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per video (sorted by id): mean frame score, label, method, frame count, prediction."""
+    v = metrics_lib.aggregate_videos(s["score"], s["label"], s["video_id"], s["method"])
+    return [
+        {"video_id": str(v["video_id"][i]), "method": str(v["method"][i]), "label": int(v["label"][i]),
+         "num_frames": int(v["n_frames"][i]), "score": float(v["score"][i]),
+         # The ACC convention of mat_jax.metrics: fake iff the score is above 0.5.
+         "prediction": int(v["score"][i] > 0.5)}
+        for i in range(len(v["video_id"]))
+    ]
+
+
+def _csv(rows: list[Mapping[str, Any]], fields: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in fields})
+    return buf.getvalue()
+
+
+def _plot_roc(path: epath.Path, curves: Mapping[str, tuple], title: str) -> None:
+    """ROC curves {name: (fpr, tpr, auc)} as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.4f})")
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    path.write_bytes(buf.getvalue())
+
+
+class Evaluator:
+    """Runs the compiled eval step over a split; one instance per model graph (compiled once)."""
+
+    def __init__(self, config, graphdef, mesh):
+        self.config = config
+        self.mesh = mesh
+
+        def eval_step(model_state, images):
+            model = nnx.merge(graphdef, model_state)
+            logits = model(images, train=False)["logits"]
+            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+
+        # Scores stay sharded like the batch: each host later reads back its own rows.
+        self._step = jax.jit(eval_step, out_shardings=parallel.data_sharding(mesh))
+
+    def scores(self, model_state, split: str, *, root: str | None = None) -> dict[str, np.ndarray]:
+        """Per-frame P(fake) of every record of `split` (all hosts' records, padding removed)."""
+        parts: dict[str, list] = {k: [] for k in ("label", "mask", "video_id", "frame_index", "method")}
+        device_scores = []
+        it = input_pipeline.create_eval_iterator(self.config, split, root=root)
+        for host_batch in it:
+            images = parallel.global_batch({"image": host_batch["image"]}, self.mesh)["image"]
+            # Dispatch only; scores are fetched once at the end so the loop never waits.
+            device_scores.append(self._step(model_state, images))
+            for k in parts:
+                parts[k].append(host_batch[k])
+        if not device_scores:
+            raise ValueError(f"split {split!r} under {root or self.config.data.root} holds no records")
+        local = {k: np.concatenate(v) for k, v in parts.items()}
+        local["score"] = np.concatenate([parallel.host_local(s, self.mesh) for s in device_scores])
+        out = {}
+        for k, v in local.items():
+            out[k] = parallel.allgather_strings(v) if v.dtype.kind in "USO" else parallel.allgather(v)
+        keep = out.pop("mask") > 0
+        return {k: np.asarray(v)[keep] for k, v in out.items()}
+
+    def run(
+        self,
+        model_state,
+        split: str,
+        *,
+        root: str | None = None,
+        workdir: str | None = None,
+        name: str | None = None,
+        step: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Scores `split`, computes the metrics and (process 0, with `workdir`) writes the files."""
+        t0 = time.perf_counter()
+        s = self.scores(model_state, split, root=root)
+        methods = s["method"] if np.any(s["method"] != "") else None
+        results = metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods)
+        seconds = time.perf_counter() - t0
+        logging.info("eval %s: %d frames in %.1f s: %s", split, len(s["score"]), seconds, _short(results))
+        if workdir is not None and jax.process_index() == 0:
+            write_results(
+                epath.Path(workdir) / "eval" / (name or split),
+                s,
+                results,
+                info={"split": split, "step": step, "root": root or self.config.data.root,
+                      "seconds": seconds, **dict(extra or {})},
+            )
+        return results
+
+
+def _short(results: Mapping[str, Any]) -> str:
+    parts = []
+    for level in ("frame", "video"):
+        r = results.get(level)
+        if isinstance(r, Mapping):
+            parts.append(f"{level} acc {r.get('acc', float('nan')):.4f} auc {r.get('auc', float('nan')):.4f}")
+    return "; ".join(parts) or str(list(results))
+
+
+def _jsonable(x):
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if np.isfinite(v) else None  # JSON has no NaN: an undefined metric is null
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_results(out_dir: epath.Path, s: Mapping[str, np.ndarray], results: Mapping[str, Any], info) -> None:
+    """metrics.json, videos.csv, frames.csv, roc.png and a history line under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**_jsonable(dict(info)), "metrics": _jsonable(results)}
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    with (out_dir / "history.jsonl").open("a") as f:
+        f.write(json.dumps(payload, sort_keys=True) + "\n")
+
+    videos = video_rows(s)
+    fields = ["video_id", "method", "label", "num_frames", "score", "prediction"]
+    (out_dir / "videos.csv").write_text(_csv(videos, fields))
+    order = np.lexsort((s["frame_index"], s["video_id"]))
+    frames = [
+        {"video_id": str(s["video_id"][i]), "frame_index": int(s["frame_index"][i]),
+         "method": str(s["method"][i]), "label": int(s["label"][i]), "score": float(s["score"][i])}
+        for i in order
+    ]
+    (out_dir / "frames.csv").write_text(_csv(frames, ["video_id", "frame_index", "method", "label", "score"]))
+
+    curves = {}
+    v_scores = np.array([v["score"] for v in videos])
+    v_labels = np.array([v["label"] for v in videos])
+    for level, (sc, lb) in {"frame": (s["score"], s["label"]), "video": (v_scores, v_labels)}.items():
+        if len(np.unique(lb)) == 2:  # a ROC curve needs both classes
+            fpr, tpr, _ = metrics_lib.roc_curve(sc, lb)
+            auc = float(results.get(level, {}).get("auc", float("nan")))
+            curves[level] = (np.asarray(fpr), np.asarray(tpr), float(auc))
+    _plot_roc(out_dir / "roc.png", curves, title=f"ROC, {info.get('split', '')}")
+
+
+# --------------------------------------------------------------------------- checkpoint evaluation
+
+
+def evaluate_checkpoint(
+    config,
+    workdir: str,
+    *,
+    checkpoint: str | None = None,
+    split: str = "test",
+    root: str | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Evaluates a trained model on `split` of `root` (default config.data.root).
+
+    `checkpoint` defaults to `workdir`: its best checkpoint, else its latest. Results go
+    to `<workdir>/eval/<name>/` (name defaults to "<dataset>_<split>" for another
+    dataset's records, else the split).
+    """
+    from mat_jax import checkpointing, train  # train imports this module
+
+    mesh = parallel.create_mesh()
+    parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
+    with jax.set_mesh(mesh):
+        graphdef, state = train.create_model_state(config, mesh)
+        model = nnx.merge(graphdef, state)
+        resolved = checkpointing.resolve(checkpoint or workdir)
+        meta = checkpointing.load_model(resolved, model)
+        logging.info(
+            "evaluating %s (step %s) on %s/%s", resolved, meta.get("step"), root or config.data.root, split
+        )
+        evaluator = Evaluator(config, graphdef, mesh)
+        if name is None:
+            dataset = str(config.data.get("dataset", ""))
+            name = f"{dataset}_{split}" if root is not None or dataset not in ("", "ffpp") else split
+        return evaluator.run(
+            nnx.state(model), split, root=root, workdir=workdir, name=name, step=meta.get("step"),
+            extra={"checkpoint": str(resolved)},
+        )

@@ -1,0 +1,90 @@
+"""Command line entry: train or evaluate MAT.
+
+    python -m mat_jax.main --config=configs/ffpp.py --workdir=DIR [--config.train.batch_size=32]
+    python -m mat_jax.main --config=configs/ffpp.py:stage=pretrain --workdir=DIR_STAGE1
+    python -m mat_jax.main --config=configs/celebdf.py --workdir=DIR --mode=eval   # cross-dataset
+
+Kept short on purpose: the logic lives in `mat_jax.train` and `mat_jax.evaluate`, which
+tests and notebooks import. On a multi-host system (Cloud TPU pod, SLURM, Open MPI, or
+JAX_COORDINATOR_ADDRESS set by hand) every process runs the same command.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (`path.py[:arg]`).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and evaluation results.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate a checkpoint.")
+flags.DEFINE_string("eval_split", "test", "--mode=eval: the split to evaluate.")
+flags.DEFINE_string(
+    "checkpoint", None, "--mode=eval: checkpoint to evaluate (default: the workdir's best, else latest)."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def distributed_init_args(environ: Mapping[str, str]) -> dict | None:
+    """Arguments for `jax.distributed.initialize`, or None on a single-process system.
+
+    * `JAX_COORDINATOR_ADDRESS` (host:port) with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`:
+      an explicit set-up (the tests use it on localhost); without the two counts, JAX's
+      cluster detection fills them in.
+    * SLURM with more than one task, Open MPI with more than one rank, or a multi-worker
+      Cloud TPU slice: JAX detects everything itself.
+    A single-host machine must not call it: on CPU/GPU it would wait for a coordinator.
+    """
+    if environ.get("JAX_COORDINATOR_ADDRESS"):
+        args: dict = {"coordinator_address": environ["JAX_COORDINATOR_ADDRESS"]}
+        if environ.get("JAX_NUM_PROCESSES"):
+            args["num_processes"] = int(environ["JAX_NUM_PROCESSES"])
+        if environ.get("JAX_PROCESS_ID"):
+            args["process_id"] = int(environ["JAX_PROCESS_ID"])
+        return args
+    counts = (environ.get("SLURM_NTASKS"), environ.get("OMPI_COMM_WORLD_SIZE"))
+    if any(c and c.isdigit() and int(c) > 1 for c in counts):
+        return {}
+    hosts = environ.get("TPU_WORKER_HOSTNAMES", "")
+    if len([h for h in hosts.split(",") if h.strip()]) > 1:
+        return {}
+    return None
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # TensorFlow (tf.data only) must not grab the accelerators that belong to JAX.
+    import tensorflow as tf
+
+    for kind in ("GPU", "TPU"):
+        try:
+            tf.config.set_visible_devices([], kind)
+        except (RuntimeError, ValueError):
+            pass
+
+    init_args = distributed_init_args(os.environ)
+    if init_args is not None:
+        jax.distributed.initialize(**init_args)
+    logging.info(
+        "JAX process %d of %d; local devices %s; %d devices in all",
+        jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count(),
+    )
+
+    from mat_jax import evaluate, train  # after distributed initialisation
+
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+        evaluate.evaluate_checkpoint(
+            FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split
+        )
+
+
+if __name__ == "__main__":
+    jax.config.config_with_absl()
+    app.run(main)

@@ -1,0 +1,396 @@
+"""Training: `train_and_evaluate(config, workdir)` and the train step as a pure function.
+
+Both stages of the official recipe (`reference_mat.md` §3):
+
+  * `config.stage == "pretrain"`: the EfficientNet backbone alone, cross-entropy on its
+    own logits.
+  * `config.stage == "mat"`: MAT, started from `config.init_from` (a stage-1 checkpoint
+    loads into the backbone) or from random weights, trained with
+    CE + 0.5 RIL + CE(AGDA image) + 0.1 match (`objective.mat_loss`); the centre step
+    alpha decays 0.9 per epoch.
+
+AdamW (lr 1e-4, weight decay 1e-6) with the learning rate halved every 5 epochs, as a
+staircase schedule over steps. The train step is one `jax.jit`-compiled pure function of
+(state, batch) -> (state, metrics) with the state donated: forward, AGDA second pass,
+losses, optax update, BatchNorm statistics and the centre update (style.md §5).
+
+Exact resume: the step is the only data position the input pipeline needs, and the
+step counter, parameters, optimizer moments, BatchNorm statistics and centres are all
+in the checkpoint; alpha, the learning rate and every PRNG key are functions of the
+step. So a run restarted with the same command continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+from flax import nnx
+
+from mat_jax import checkpointing, evaluate, input_pipeline, objective, parallel
+from mat_jax.models import mat as mat_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; raised before any checkpoint is written."""
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def total_steps(config, steps_per_epoch: int) -> int:
+    n = int(config.train.get("num_train_steps", -1))
+    return n if n > 0 else int(config.train.epochs) * steps_per_epoch
+
+
+def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+    """StepLR as the reference: lr * decay ** (epoch // decay_epochs), epoch = step // steps_per_epoch."""
+    o = config.optim
+    return optax.exponential_decay(
+        init_value=float(o.learning_rate),
+        transition_steps=max(1, int(o.lr_decay_epochs) * steps_per_epoch),
+        decay_rate=float(o.lr_decay),
+        staircase=True,
+    )
+
+
+def create_optimizer(config, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with PyTorch's defaults (eps 1e-8, decoupled decay on every parameter)."""
+    schedule = create_schedule(config, steps_per_epoch)
+    o = config.optim
+    tx = optax.adamw(schedule, b1=float(o.b1), b2=float(o.b2), eps=1e-8, weight_decay=float(o.weight_decay))
+    return tx, schedule
+
+
+def alpha_at(config, step, steps_per_epoch: int):
+    """The centre step of the regional loss: alpha * decay ** epoch (a buffer in the reference)."""
+    epoch = step // steps_per_epoch
+    return config.loss.alpha * jnp.power(jnp.float32(config.loss.alpha_decay), epoch.astype(jnp.float32))
+
+
+def create_model(config, seed: int) -> nnx.Module:
+    """The model of `config.stage`: the EfficientNet backbone (pretrain) or MAT."""
+    if config.stage == "pretrain":
+        dtype = jnp.dtype(config.model.get("dtype", "float32"))
+        return mat_lib.create_backbone(config.model, rngs=nnx.Rngs(seed), dtype=dtype)
+    if config.stage != "mat":
+        raise ValueError(f"config.stage must be 'pretrain' or 'mat', got {config.stage!r}")
+    return mat_lib.MAT(config.model, rngs=nnx.Rngs(seed))
+
+
+def create_train_state(config, mesh, tx: optax.GradientTransformation):
+    """(graphdef, state) of (model, optimizer), every array replicated over `mesh`.
+
+    The model is initialised on the host (the model code draws concrete-key parameters
+    with numpy, ~1 s for B4), identically on every process from `config.seed`, then
+    placed: `jax.device_put` of host values onto a global sharding is what multi-host
+    JAX expects when every process holds the same values.
+    """
+    model = create_model(config, int(config.seed))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    state = jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(mesh))
+    return graphdef, state
+
+
+def create_model_state(config, mesh):
+    """(graphdef, state) of the model alone, replicated over `mesh` (evaluation, benchmarks)."""
+    graphdef, state = nnx.split(create_model(config, int(config.seed)))
+    return graphdef, jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(mesh))
+
+
+def make_train_step(config, graphdef, schedule: optax.Schedule, steps_per_epoch: int, mesh) -> Callable:
+    """The compiled train step: (state, batch) -> (new state, metrics), state donated.
+
+    `batch` holds global arrays "image" (B, S, S, 3) and "label" (B,). The PRNG key of a
+    step is the config seed folded with the optimizer's step counter, so a resumed run
+    draws the same dropout masks and AGDA parameters as one that never stopped.
+    """
+    pretrain = config.stage == "pretrain"
+    loss_cfg = dict(config.loss)
+    agda_cfg = dict(config.agda) if "agda" in config else None
+    seed = int(config.seed)
+
+    def train_step(state, batch):
+        model, optimizer = nnx.merge(graphdef, state)
+        step = optimizer.step[...]
+        key = jax.random.fold_in(jax.random.key(seed), step)
+        images, labels = batch["image"], batch["label"]
+        alpha = alpha_at(config, step, steps_per_epoch)
+
+        def loss_fn(model):
+            if pretrain:
+                return objective.backbone_loss(model, images, labels, key)
+            return objective.mat_loss(
+                model, images, labels, key, alpha=alpha, loss_cfg=loss_cfg, agda_cfg=agda_cfg
+            )
+
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        params = nnx.state(model, nnx.Param)
+        optimizer.update(model, grads)
+        if not pretrain:
+            model.centers[...] = aux["centers"]
+        metrics = {
+            "loss": loss,
+            "ce": aux["ce"],
+            "accuracy": objective.accuracy(aux["logits"], labels),
+            "learning_rate": schedule(step),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params),
+        }
+        if not pretrain:
+            metrics.update(alpha=alpha, regional=aux["regional"], intra=aux["intra"], inter=aux["inter"])
+            for name in ("agda_ce", "match"):
+                if name in aux:
+                    metrics[name] = aux[name]
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return nnx.state((model, optimizer)), metrics
+
+    replicated = parallel.replicated(mesh)
+    return jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+
+def _flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten_metrics(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _check_finite(fetched: list[tuple[int, dict[str, np.ndarray]]], workdir, mngr) -> None:
+    for step, m in fetched:
+        bad = [k for k in ("loss",) + tuple(sorted(m)) if k in m and not np.isfinite(m[k])]
+        if bad:
+            latest = mngr.latest_step()
+            where = f"step {latest} in {mngr.directory}" if latest is not None else "none written"
+            raise NonFiniteLossError(
+                f"non-finite training {bad[0]} ({float(m[bad[0]])}) at step {step} "
+                f"(terms: {', '.join(f'{k}={float(v):.4g}' for k, v in sorted(m.items()))}); stopped "
+                f"before writing any checkpoint of it. Last good checkpoint: {where}. Lower "
+                "config.optim.learning_rate or check the data."
+            )
+
+
+def params_fingerprint(model_state) -> str:
+    """sha256 of this process's own copy of every parameter, BatchNorm statistic and centre.
+
+    Replicated arrays live once per host; equal fingerprints across processes show that
+    every host holds bit-identical weights (logged at the end of training).
+    """
+    digest = hashlib.sha256()
+    for path, value in sorted(nnx.to_flat_state(model_state), key=lambda kv: tuple(map(str, kv[0]))):
+        array = value.get_value() if hasattr(value, "get_value") else value
+        local = np.asarray(array.addressable_data(0)) if isinstance(array, jax.Array) else np.asarray(array)
+        digest.update("/".join(map(str, path)).encode())
+        digest.update(np.ascontiguousarray(local).tobytes())
+    return digest.hexdigest()
+
+
+def _init_from(path: str, model: nnx.Module) -> str:
+    """Loads `config.init_from` into the model, or into MAT's backbone for a stage-1 checkpoint."""
+    meta = checkpointing.read_meta(path)
+    target, what = model, "model"
+    if isinstance(model, mat_lib.MAT) and meta.get("model") != "MAT":
+        target, what = model.backbone, "backbone"
+    checkpointing.load_model(path, target)
+    return what
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint), evaluates, returns a summary.
+
+    Returns {"step", "history": [(step, {metric: mean}), ...] at log points,
+    "best": {"step", "metric", "value"}, "final_eval": metrics of the final eval split}.
+    Raises NonFiniteLossError (naming the step) on a NaN/Inf loss before saving it.
+    """
+    workdir_path = epath.Path(workdir)
+    is_main = jax.process_index() == 0
+
+    # ----------------------------------------------------------------- Set up logging
+    if is_main:
+        workdir_path.mkdir(parents=True, exist_ok=True)
+        (workdir_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=True)
+    logging.info(
+        "process %d/%d, %d local / %d global devices: %s",
+        jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
+        jax.devices()[0].device_kind,
+    )
+
+    # ----------------------------------------------------------------- Set up Mesh
+    mesh = parallel.create_mesh()
+    parallel.check_batch_size(int(config.train.batch_size), mesh)
+    parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
+
+    with jax.set_mesh(mesh):
+        # ------------------------------------------------------------- Input Pipeline
+        steps_per_epoch = input_pipeline.train_steps_per_epoch(config)
+        num_steps = total_steps(config, steps_per_epoch)
+        eval_every = int(config.train.get("eval_every_steps", 0)) or int(
+            config.train.eval_every_epochs
+        ) * steps_per_epoch
+        eval_split = str(config.train.get("eval_split", "val"))
+        logging.info("%d steps per epoch, %d steps in all", steps_per_epoch, num_steps)
+
+        # ------------------------------------------------------------- Create Model & Optimizer
+        tx, schedule = create_optimizer(config, steps_per_epoch)
+        graphdef, state = create_train_state(config, mesh, tx)
+        model, optimizer = nnx.merge(graphdef, state)
+        if is_main:
+            n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+            writer.write_hparams({"num_params": n_params, "stage": config.stage,
+                                  "backbone": config.model.backbone,
+                                  "global_batch": int(config.train.batch_size)})
+
+        # ------------------------------------------------------------- Load Checkpoint
+        mngr = checkpointing.CheckpointManager(workdir, keep=int(config.train.keep_checkpoints))
+        best = {"step": None, "metric": str(config.train.best_metric), "value": -math.inf}
+        start_step = 0
+        if mngr.latest_step() is not None:
+            meta = mngr.restore(model, optimizer)
+            start_step = int(meta["step"])
+            if meta.get("best_value") is not None:
+                best.update(step=meta.get("best_step"), value=float(meta["best_value"]))
+            logging.info("resumed from %s/%d", mngr.directory, start_step)
+        elif config.get("init_from"):
+            what = _init_from(config.init_from, model)
+            logging.info("initialised the %s from %s", what, config.init_from)
+        state = nnx.state((model, optimizer))
+        if int(jax.device_get(optimizer.step[...])) != start_step:
+            raise RuntimeError(f"optimizer step {optimizer.step[...]} != checkpoint step {start_step}")
+        del model, optimizer  # the loop owns `state`; the step donates it
+
+        # ------------------------------------------------------------- Update Step
+        train_step = make_train_step(config, graphdef, schedule, steps_per_epoch, mesh)
+
+        # ------------------------------------------------------------- Setup Evals
+        model_graphdef = nnx.split(nnx.merge(graphdef, state)[0])[0]
+        evaluator = evaluate.Evaluator(config, model_graphdef, mesh)
+
+        def model_state(state):
+            return state[0]
+
+        def meta_at(step: int) -> dict[str, Any]:
+            return {
+                "step": step,
+                "epoch": step / steps_per_epoch,
+                "data_position": step,  # global batches consumed; the iterator's start_step
+                "alpha": float(config.loss.alpha * config.loss.alpha_decay ** (step // steps_per_epoch)),
+                "learning_rate": float(schedule(step)),
+                "best_step": best["step"],
+                "best_value": best["value"] if math.isfinite(best["value"]) else None,
+                "best_metric": best["metric"],
+                "stage": config.stage,
+                "model": "MAT" if config.stage == "mat" else "EfficientNet",
+                "config": json.loads(config.to_json_best_effort()),
+            }
+
+        def save(step: int, state) -> None:
+            model, optimizer = nnx.merge(graphdef, state)
+            mngr.save(step, model, optimizer, meta_at(step))
+
+        # ------------------------------------------------------------- Train Loop
+        hooks = []
+        report_progress = periodic_actions.ReportProgress(
+            num_train_steps=num_steps, writer=writer, every_steps=int(config.train.log_every_steps)
+        )
+        if is_main:
+            hooks.append(report_progress)
+        train_iter = input_pipeline.create_train_iterator(config, start_step=start_step)
+        pending: list[tuple[int, dict[str, jax.Array]]] = []
+        history: list[tuple[int, dict[str, float]]] = []
+        log_every = int(config.train.log_every_steps)
+        ckpt_every = int(config.train.checkpoint_every_steps)
+
+        def flush_metrics(step: int) -> None:
+            # The only host<->device sync of the loop: every step's metrics since the last
+            # flush, so a NaN is attributed to the exact step that produced it.
+            fetched = [(s, {k: np.asarray(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
+            pending.clear()
+            if not fetched:
+                return
+            _check_finite(fetched, workdir, mngr)
+            means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
+            history.append((step, means))
+            writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+
+        try:
+            logging.info("training from step %d to %d", start_step, num_steps)
+            step = start_step
+            for step in range(start_step + 1, num_steps + 1):
+                with report_progress.timed("data"):
+                    host_batch = next(train_iter)
+                with report_progress.timed("train_step"):
+                    state, metrics = train_step(state, parallel.global_batch(host_batch, mesh))
+                pending.append((step, metrics))
+                for hook in hooks:
+                    hook(step)
+
+                is_eval = bool(eval_split) and (step % eval_every == 0 or step == num_steps)
+                is_ckpt = step % ckpt_every == 0 or step == num_steps or is_eval
+                if step % log_every == 0 or is_ckpt:
+                    flush_metrics(step)  # raises on NaN/Inf, before the save below
+                if is_eval:
+                    with report_progress.timed("eval"):
+                        results = evaluator.run(model_state(state), eval_split, workdir=workdir, step=step)
+                    flat = _flatten_metrics(results)
+                    writer.write_scalars(step, {f"{eval_split}/{k}": v for k, v in flat.items()})
+                    value = flat.get(best["metric"])
+                    if value is None:
+                        raise KeyError(
+                            f"config.train.best_metric={best['metric']!r} is not among {sorted(flat)}"
+                        )
+                    if value > best["value"] or best["step"] is None:
+                        best.update(step=step, value=value)
+                        # Best first: a run killed between the two saves redoes this step's
+                        # evaluation after resuming and finds the best already written.
+                        model, _ = nnx.merge(graphdef, state)
+                        mngr.save_best(step, model, meta_at(step))
+                if is_ckpt:
+                    with report_progress.timed("checkpoint"):
+                        save(step, state)
+            flush_metrics(step)
+            mngr.wait()
+            writer.flush()
+
+            # ------------------------------------------------------------- Final evaluation
+            fingerprint = params_fingerprint(model_state(state))
+            logging.info("process %d: final parameters sha256 %s", jax.process_index(), fingerprint)
+            summary: dict[str, Any] = {
+                "step": step, "history": history, "best": dict(best), "params_sha256": fingerprint
+            }
+            final_split = str(config.train.get("final_eval_split", ""))
+            if final_split:
+                model, _ = nnx.merge(graphdef, state)
+                best_step = mngr.best_step()
+                if best_step is not None:
+                    checkpointing.load_model(mngr.best_directory, model)
+                    logging.info("final %s evaluation of the best checkpoint, step %d", final_split, best_step)
+                results = evaluator.run(
+                    nnx.state(model), final_split, workdir=workdir, step=best_step if best_step else step
+                )
+                flat = _flatten_metrics(results)
+                writer.write_scalars(step, {f"{final_split}/{k}": v for k, v in flat.items()})
+                summary["final_eval"] = results
+        finally:
+            # Also on NaN/Inf or Ctrl-C: let in-flight saves of good states finish, flush logs.
+            mngr.close()
+            writer.close()
+    return summary
