@@ -17,11 +17,13 @@ Expected speed on a 2-core CPU: ~60-80 face crops/s with --workers=2 at 640x480 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
 
 from data_prep import __version__, sources
@@ -136,6 +138,10 @@ def prepare(
     second = [v for v in pending if settings.reuse_landmarks and v.landmark_source]
 
     t0 = time.time()
+    if workers > 1 and "tensorflow" not in sys.modules:
+        # The merge needs TensorFlow (seconds to import); this process only waits on the
+        # workers meanwhile, so import it now rather than in the serial tail of the run.
+        threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()
     new_results = _run(
         first, second, settings, out, workers, progress, done=len(videos) - len(pending), total=len(videos)
     )

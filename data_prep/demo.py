@@ -1,6 +1,6 @@
 """An offline, FF++-shaped demo tree: real face photos from pip packages, self-blended fakes.
 
-    python -m data_prep.demo --out DIR [--videos 16,8,8] [--frames 32] [--size 320x240] [--seed 0]
+    python -m data_prep.demo --out DIR [--videos 16,10,10] [--frames 32] [--size 320x240] [--seed 0]
 
 Writes
     DIR/ffpp/original_sequences/youtube/{c23,c40}/videos/000.mp4 ...   real videos
@@ -16,7 +16,9 @@ astronaut, matplotlib's Grace Hopper when matplotlib is installed) with its own 
 mirroring and face shape, moving smoothly (shift, rotation, zoom) over the frame. Fakes:
 every frame of a real video self-blended (`data_prep.sbi`) with one setting per video, the
 source copy changed, so outside the blend mask the fake equals its real video, as an FF++
-fake shares its target's background. H.264 at CRF 23 (c23) and CRF 40 (c40), as FF++.
+fake shares its target's background; settings whose blend is nearly invisible at low
+resolution, or glaring, are drawn again (`fake_params`), so the demo is learnable by a small
+CPU model but not trivial. H.264 at CRF 23 (c23) and CRF 40 (c40), as FF++.
 
 `make_demo_tree` is the Python API; `python -m data_prep.build --dataset=demo --root=DIR`
 prepares the FF++ part.
@@ -194,15 +196,45 @@ def sbi_video(frames, lms, params: sbi.SbiParams):
     return fakes, masks
 
 
-def _fake_params(rng: np.random.Generator) -> sbi.SbiParams:
-    # The source copy is the changed one, so the fake's outside equals its real video.
-    return dataclasses.replace(sbi.draw_params(rng), transform_source=True)
+VISIBILITY = (8.0, 30.0)  # accepted range of `visibility`, grey levels
+
+
+def visibility(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
+    """How visible a blend is at low resolution: the mask-weighted mean absolute difference
+    (grey levels per channel) between fake and real at a quarter of the size."""
+
+    def small(a):
+        return cv2.resize(a, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    m = small(mask)
+    return float((np.abs(small(fake) - small(real)).mean(-1) * m).sum() / max(m.sum(), 1e-6))
+
+
+def fake_params(
+    rng: np.random.Generator, frame: np.ndarray, landmarks: np.ndarray
+) -> tuple[sbi.SbiParams, float]:
+    """An SBI setting for a demo fake video, and its visibility on the video's first frame.
+
+    The source copy is the changed one, so the fake's outside equals its real video. Draws
+    whose blend would be nearly invisible once downscaled and compressed (the 0.25 blend
+    ratio, faint colour changes), or glaring, are drawn again, so that a small detector at
+    64-128 px can learn the demo yet has to look at the face.
+    """
+    for _ in range(100):
+        p = dataclasses.replace(
+            sbi.draw_params(rng), transform_source=True, ratio=float(rng.choice([0.5, 0.75, 1.0]))
+        )
+        _, fake, mask = sbi.blend(frame, landmarks, p)
+        v = visibility(frame, fake, mask)
+        if VISIBILITY[0] <= v <= VISIBILITY[1]:
+            return p, v
+    raise RuntimeError(f"no SBI draw within visibility {VISIBILITY} in 100 tries; is the face tiny?")
 
 
 def make_demo_tree(
     out: str,
     *,
-    videos_per_split: tuple[int, int, int] = (16, 8, 8),
+    videos_per_split: tuple[int, int, int] = (16, 10, 10),
     frames: int = 32,
     size: tuple[int, int] = (320, 240),
     qualities: tuple[str, ...] = ("c23", "c40"),
@@ -280,7 +312,7 @@ def make_demo_tree(
                 }
             for tgt, src in ((a, b), (b, a)):
                 fr, lm = made[tgt]
-                params = _fake_params(rng)
+                params, vis = fake_params(rng, fr[0], lm[0])
                 fakes, masks = sbi_video(fr, lm, params)
                 name = f"{tgt}_{src}"
                 for q in qualities:
@@ -299,6 +331,7 @@ def make_demo_tree(
                     "split": split,
                     "label": 1,
                     "sbi": dataclasses.asdict(params),
+                    "visibility": round(vis, 2),
                 }
         log(f"demo: ffpp {split}: {n} real + {n} fake videos")
 
@@ -334,7 +367,7 @@ def _celebdf(root: str, counts, new_video, rng, truth, manifest) -> None:
     for k in range(n_synth):
         src, fr, lm = reals[k % len(reals)]
         other = (src + 1 + k // len(reals)) % max(2, len(reals))
-        fakes, _ = sbi_video(fr, lm, _fake_params(rng))
+        fakes, _ = sbi_video(fr, lm, fake_params(rng, fr[0], lm[0])[0])
         rel = f"Celeb-synthesis/id{src}_id{other}_{k:04d}.mp4"
         write_video(os.path.join(root, rel), fakes, 23)
         truth[f"celebdf/{rel[:-4]}"] = lm
@@ -360,7 +393,7 @@ def _ints(s: str, n: int) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--videos", default="16,8,8", help="real videos in train,val,test (even numbers)")
+    p.add_argument("--videos", default="16,10,10", help="real videos in train,val,test (even numbers)")
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
     p.add_argument("--qualities", default="c23,c40")
