@@ -132,6 +132,7 @@ def prepare(
     )
     if not videos:
         raise ValueError(f"no videos selected under {root} (splits {settings.splits}, limit {limit})")
+    _check_models(settings)
     work.open(ident)
     pending = [v for v in videos if work.result(v.key) is None]
     first = [v for v in pending if not (settings.reuse_landmarks and v.landmark_source)]
@@ -168,6 +169,20 @@ def prepare(
         shutil.rmtree(work.root)
     _print_summary(summary, out, log)
     return summary
+
+
+def _check_models(settings: Settings) -> None:
+    """Fails here, with the fix, rather than in every worker (a pool whose initializer
+    raises restarts its workers forever)."""
+    from data_prep import faces
+
+    try:
+        import dlib  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"dlib is missing ({e}): pip install -e '.[prep]'") from e
+    faces.model_path("landmarks68")
+    if settings.detector == "cnn":
+        faces.model_path("mmod")
 
 
 def _run(first, second, settings, out, workers, progress, done, total) -> list[dict]:
@@ -394,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not a.no_progress,
             keep_work=a.keep_work,
         )
-    except (sources.LayoutError, SettingsMismatch, ValueError) as e:
+    except (sources.LayoutError, SettingsMismatch, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -50,6 +50,11 @@ class FaceRecord:
     mask: bytes = b""  # encoded PNG, or empty
 
 
+def _remote(path: str) -> bool:
+    """gs://, s3://, ...: paths only TensorFlow's gfile can read."""
+    return "://" in path
+
+
 def _tf():
     import tensorflow as tf  # deferred: importing TensorFlow costs seconds
 
@@ -159,9 +164,15 @@ def shard_path(root: str, name: str, split: str, shard: int, num_shards: int) ->
 
 def split_files(root: str, split: str) -> list[str]:
     """All shard files of `split` under `root`, sorted; raises with the fix if there are none."""
-    from tensorflow.io import gfile  # gfile reads gs:// as well as local paths
+    pattern = os.path.join(root, f"*-{split}.tfrecord-*-of-*")
+    if _remote(root):
+        from tensorflow.io import gfile  # gfile reads gs:// as well as local paths
 
-    files = sorted(gfile.glob(os.path.join(root, f"*-{split}.tfrecord-*-of-*")))
+        files = sorted(gfile.glob(pattern))
+    else:  # local paths need no TensorFlow import (seconds)
+        import glob
+
+        files = sorted(glob.glob(pattern))
     if not files:
         raise FileNotFoundError(
             f"no '{split}' records under {root}: expected files named "
@@ -179,9 +190,14 @@ def load_summary(root: str) -> dict | None:
     """
     import json
 
+    path = os.path.join(root, SUMMARY_FILE)
+    if not _remote(path):
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
     from tensorflow.io import gfile
 
-    path = os.path.join(root, SUMMARY_FILE)
     if not gfile.exists(path):
         return None
     with gfile.GFile(path, "r") as f:
@@ -205,9 +221,13 @@ def iter_serialized(path: str) -> Iterator[bytes]:
     Frame: uint64 length, uint32 length CRC, data, uint32 data CRC (CRCs not checked
     here). A file that ends inside a frame raises, naming the file and the offset.
     """
-    from tensorflow.io import gfile
+    if _remote(path):
+        from tensorflow.io import gfile
 
-    with gfile.GFile(path, "rb") as f:
+        opener = gfile.GFile
+    else:
+        opener = open
+    with opener(path, "rb") as f:
         offset = 0
         while True:
             head = f.read(12)
@@ -256,7 +276,11 @@ def tfds_features():
 
 
 def write_tfds_metadata(
-    root: str, name: str, version: str, shard_lengths: dict[str, list[int]], num_bytes: dict[str, int],
+    root: str,
+    name: str,
+    version: str,
+    shard_lengths: dict[str, list[int]],
+    num_bytes: dict[str, int],
     description: str = "",
 ) -> None:
     """Writes dataset_info.json and features.json for the shards already under `root`.
@@ -272,15 +296,27 @@ def write_tfds_metadata(
     import tensorflow_datasets as tfds
 
     template = tfds.core.ShardedFileTemplate(
-        data_dir=tfds.core.Path(root), template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-        dataset_name=name, filetype_suffix="tfrecord",
+        data_dir=tfds.core.Path(root),
+        template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        dataset_name=name,
+        filetype_suffix="tfrecord",
     )
     infos = [
-        tfds.core.SplitInfo(name=split, shard_lengths=list(lengths), num_bytes=int(num_bytes[split]),
-                            filename_template=template.replace(split=split))
-        for split, lengths in shard_lengths.items() if lengths
+        tfds.core.SplitInfo(
+            name=split,
+            shard_lengths=list(lengths),
+            num_bytes=int(num_bytes[split]),
+            filename_template=template.replace(split=split),
+        )
+        for split, lengths in shard_lengths.items()
+        if lengths
     ]
     tfds.folder_dataset.write_metadata(
-        data_dir=root, features=tfds_features(), split_infos=infos, version=version,
-        filename_template=template, check_data=False, description=description,
+        data_dir=root,
+        features=tfds_features(),
+        split_infos=infos,
+        version=version,
+        filename_template=template,
+        check_data=False,
+        description=description,
     )
