@@ -342,6 +342,10 @@ def test_centre_crop_and_resize_match_an_independent_reference():
     out = ip.preprocess_eval(tf.constant(_png(tall)), 16).numpy()
     ref = tf.image.resize(rgb, [16, 16], antialias=True).numpy()
     assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
+    # 40 to 64 (enlarging): plain bilinear.
+    out = ip.preprocess_eval(tf.constant(_png(rgb)), 64).numpy()
+    ref = tf.image.resize(rgb, [64, 64]).numpy()
+    assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
 
 
 def test_normalize_is_the_official_formula():
