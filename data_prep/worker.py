@@ -31,7 +31,7 @@ class Settings:
     quality: str = "c23"
     train_sampling: frames_lib.Sampling = dataclasses.field(default_factory=frames_lib.Sampling)
     eval_sampling: frames_lib.Sampling = dataclasses.field(default_factory=frames_lib.Sampling)
-    recipe: str = "bench"
+    recipe: str = "mat"
     size: int = 0  # 0: the recipe's own size
     scale: float = 0.0  # 0: the recipe's own margin scale
     detector: str = "dlib"

@@ -165,20 +165,25 @@ def test_kill_and_rerun_gives_the_same_records(tree, prepared, tmp_path):
     out = str(tmp_path / "resumed")
     markers = os.path.join(out, ".work", "parts", "*.json")
     total = 16
-    proc = subprocess.Popen(
-        _cli(root, out, "--workers=1"),
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 120
-        while len(glob.glob(markers)) < 3 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the whole process group, nothing else
-    finally:
-        proc.wait()
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            _cli(root, out, "--workers=1"),
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.time() + 120
+            while len(glob.glob(markers)) < 3 and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.01)
+            assert proc.poll() is None, f"the build ended before the kill: {log.read_text()[-3000:]}"
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the whole process group, nothing else
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     done = len(glob.glob(markers))
     assert 3 <= done < total, f"the kill should land mid-run ({done} of {total} videos done)"
