@@ -145,7 +145,8 @@ class FaceFinder:
         scales = []
         if self._prev_size:
             scales.append(min(1.0, self._TARGET / self._prev_size))
-        scales += [min(1.0, self.detect_size / max(h, w)), 1.0]
+        # Coarse to fine: large faces are found cheaply; HD frames get an intermediate step.
+        scales += [min(1.0, k * self.detect_size / max(h, w)) for k in (1, 2)] + [1.0]
         tried: list[float] = []
         for s in scales:
             if any(abs(s - t) < 0.05 for t in tried):
