@@ -225,17 +225,16 @@ class CheckpointManager:
     a run killed mid-save leaves only a temporary directory, ignored on restore.
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, save_interval_steps: int = 1):
+    def __init__(self, workdir: str | os.PathLike, *, keep: int = 3):
         root = epath.Path(workdir)
         if "://" not in str(workdir):
             root = root.absolute()
         self.root = root
         self._latest = ocp.CheckpointManager(
             root / "checkpoints",
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, save_interval_steps=save_interval_steps, create=True,
-                cleanup_tmp_directories=True,
-            ),
+            # The trainer decides when to save; orbax keeps the `keep` newest and removes
+            # the temporary directories of saves that a killed run left unfinished.
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
             item_handlers=_item_handlers(),
         )
         self._best = ocp.CheckpointManager(

@@ -65,7 +65,10 @@ def _plot_roc(path: epath.Path, curves: Mapping[str, tuple], title: str) -> None
     ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.set(xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right")
+    if curves:
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "one class only: no ROC curve", ha="center", va="center")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -382,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 best_step = mngr.best_step()
                 if best_step is not None:
                     checkpointing.load_model(mngr.best_directory, model)
-                    logging.info("final %s evaluation of the best checkpoint, step %d", final_split, best_step)
+                    logging.info("final %s eval of the best checkpoint, step %d", final_split, best_step)
                 results = evaluator.run(
                     nnx.state(model), final_split, workdir=workdir, step=best_step if best_step else step
                 )

@@ -173,3 +173,215 @@ def test_corrupt_record_names_the_file(data_root, tmp_path):
     config = tiny_config("pretrain", str(root), steps_per_epoch=2, epochs=1)
     with pytest.raises(Exception, match=victim.name):
         train.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+# Halves XLA's CPU compile time (the MAT + AGDA step: ~40 s -> ~12 s on 2 cores) at no cost
+# in step time for these tiny models; every subprocess run uses the same flags, so runs
+# that are compared compile the same programs.
+FAST_COMPILE = "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0"
+
+
+def _env(compile_cache: str, devices: int = 1, **extra) -> dict[str, str]:
+    env = dict(os.environ)
+    flags = FAST_COMPILE + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else "")
+    env.update(
+        XLA_FLAGS=flags,
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=compile_cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def _stage2_command(workdir, data_root, init_from, *extra) -> list[str]:
+    """The stage-2 command line of the subprocess runs: 3 epochs of 4 steps of 8 images."""
+    return [
+        sys.executable, "-m", "mat_jax.main", "--config=configs/ffpp.py:tiny,smoke", f"--workdir={workdir}",
+        f"--config.data.root={data_root}", f"--config.init_from={init_from}",
+        "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+        "--config.train.steps_per_epoch=4", "--config.train.epochs=3",
+        "--config.train.checkpoint_every_steps=2", "--config.train.eval_every_steps=6",
+        "--config.train.keep_checkpoints=10", "--config.train.log_every_steps=2",
+        *extra,
+    ]  # fmt: skip
+
+
+def _run(cmd, env, timeout=600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def _steps(workdir) -> list[int]:
+    path = Path(workdir) / "checkpoints"
+    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def stage2_reference(data_root, stage1, compile_cache, tmp_path_factory):
+    """An uninterrupted stage-2 run (MAT + AGDA, from the stage-1 checkpoint) on 1 device."""
+    workdir = tmp_path_factory.mktemp("stage2_ref")
+    _run(_stage2_command(workdir, data_root, stage1[0]), _env(compile_cache))
+    return workdir
+
+
+def test_stage2_from_stage1_writes_everything(stage2_reference, stage1):
+    workdir = Path(stage2_reference)
+    assert _steps(workdir) == [2, 4, 6, 8, 10, 12]
+    meta = checkpointing.read_meta(workdir / "checkpoints" / "12")
+    assert meta["step"] == meta["data_position"] == 12 and meta["stage"] == "mat"
+    assert meta["alpha"] == pytest.approx(0.05 * 0.9**3) and meta["learning_rate"] == pytest.approx(1e-4)
+    assert meta["best_metric"] == "frame/auc" and meta["best_step"] in (6, 12)
+    for name in ("metrics.json", "videos.csv", "frames.csv", "roc.png"):
+        assert (workdir / "eval" / "test" / name).exists()
+    # The backbone started from stage 1: its first step moved it only by ~lr.
+    config = tiny_config("mat", "")
+    mat = checkpoint_params(workdir / "checkpoints" / "2", config)
+    backbone = checkpoint_params(Path(stage1[0]) / "best", stage1[1])
+    kernel = "conv_stem/kernel"
+    assert np.max(np.abs(mat[f"backbone/{kernel}"] - backbone[kernel])) < 1e-2
+    assert np.any(mat["centers"] != 0)  # the centre update was written back
+
+
+def test_kill_and_resume_matches_uninterrupted(stage2_reference, data_root, stage1, compile_cache, tmp_path):
+    """SIGKILL after the first checkpoint, rerun the same command: same final parameters."""
+    workdir = tmp_path / "killed"
+    cmd = _stage2_command(workdir, data_root, stage1[0])
+    env = _env(compile_cache)
+    # The log goes to a file, not a pipe that nobody reads while it runs; the step directory
+    # appears only when orbax commits it (it writes to a temporary name first).
+    log = tmp_path / "killed.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.time() + 300
+            while not (workdir / "checkpoints" / "2").exists():
+                assert proc.poll() is None, f"run ended before its first checkpoint:\n{log.read_text()[-4000:]}"
+                assert time.time() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait()
+    steps_at_kill = _steps(workdir)
+    assert 12 not in steps_at_kill, f"the run finished before the kill: {steps_at_kill}"
+    _run(cmd, env)
+    assert _steps(workdir)[-1] == 12
+    config = tiny_config("mat", "")
+    ref = checkpoint_params(Path(stage2_reference) / "checkpoints" / "12", config)
+    got = checkpoint_params(workdir / "checkpoints" / "12", config)
+    assert ref.keys() == got.keys()
+    for k in ref:  # bit for bit: same data, keys, alpha and learning rate after the restart
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    best_steps = [checkpointing.read_meta(w)["best_step"] for w in (workdir, stage2_reference)]
+    assert best_steps[0] == best_steps[1]
+
+
+def train_scalars(workdir) -> dict[int, dict[str, float]]:
+    """The "train/*" scalars the run wrote to TensorBoard, by step."""
+    import tensorflow as tf
+
+    out: dict[int, dict[str, float]] = {}
+    for path in sorted(Path(workdir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in event.summary.value:
+                if v.tag.startswith("train/"):
+                    out.setdefault(event.step, {})[v.tag[6:]] = float(tf.make_ndarray(v.tensor))
+    return out
+
+
+def test_eight_devices_match_one(stage2_reference, data_root, stage1, compile_cache, tmp_path):
+    """The same 4 steps with the batch of 8 split over 8 CPU devices (1 image each).
+
+    BatchNorm statistics and the centre update are global means under jit, so the runs
+    differ only by float summation order. Biases that feed a BatchNorm (directly or through
+    a linear conv) have a gradient that is exactly zero in exact arithmetic: AdamW turns
+    their rounding noise into steps of size ~lr in a random direction, so for them only
+    |diff| <= 2 * steps * lr is meaningful; everything else must agree to 1e-4.
+    """
+    workdir = tmp_path / "eight"
+    cmd = _stage2_command(workdir, data_root, stage1[0], "--config.train.num_train_steps=4")
+    _run(cmd, _env(compile_cache, devices=8))
+    config = tiny_config("mat", "")
+    ref = checkpoint_params(Path(stage2_reference) / "checkpoints" / "4", config)
+    got = checkpoint_params(workdir / "checkpoints" / "4", config)
+    lr, steps = config.optim.learning_rate, 4
+    off = {}
+    for k in ref:
+        scale = max(1.0, float(np.max(np.abs(ref[k]))))
+        diff = float(np.max(np.abs(got[k] - ref[k])))
+        tol = 2 * steps * lr if k.endswith("/bias") else 1e-4 * scale
+        if diff > tol:
+            off[k] = diff
+    assert not off, off
+    # Loss terms, accuracy and gradient norm of every logged interval (steps 1-2, 3-4).
+    ref_m, got_m = train_scalars(stage2_reference), train_scalars(workdir)
+    for step in (2, 4):
+        for name in ("loss", "ce", "regional", "agda_ce", "match", "accuracy", "grad_norm", "alpha"):
+            assert got_m[step][name] == pytest.approx(ref_m[step][name], rel=1e-4, abs=1e-6), (step, name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_together(data_root, compile_cache, tmp_path):
+    """Two CPU processes joined by jax.distributed on localhost, each reading its own files."""
+    workdir = tmp_path / "two"
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "mat_jax.main", "--config=configs/ffpp.py:stage=pretrain,tiny,smoke",
+        f"--workdir={workdir}", f"--config.data.root={data_root}",
+        "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+        "--config.train.steps_per_epoch=3", "--config.train.epochs=2", "--config.train.log_every_steps=3",
+        "--config.train.checkpoint_every_steps=3", "--config.train.eval_every_steps=6",
+    ]  # fmt: skip
+    # Logs go to files: a process blocked on a full pipe would stall the other in a collective.
+    log_paths = [tmp_path / f"process{i}.log" for i in range(2)]
+    procs = []
+    for i, path in enumerate(log_paths):
+        with path.open("w") as err:
+            env = _env(compile_cache, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                       JAX_PROCESS_ID=str(i))  # fmt: skip
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err))
+    deadline = time.time() + 600
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.time()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    logs = [path.read_text() for path in log_paths]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-6000:]
+    prints = []
+    for i, log in enumerate(logs):
+        assert f"JAX process {i} of 2" in log
+        line = [l for l in log.splitlines() if "final parameters sha256" in l]
+        assert len(line) == 1, log[-3000:]
+        prints.append(line[0].split()[-1])
+    assert prints[0] == prints[1]
+    assert _steps(workdir) == [3, 6]
+    # The checkpoint both wrote holds those parameters, and process 0 wrote the eval files.
+    config = tiny_config("pretrain", "")
+    model = train.create_model(config, 0)
+    checkpointing.load_model(workdir / "checkpoints" / "6", model)
+    assert train.params_fingerprint(nnx.state(model)) == prints[0]
+    metrics = json.loads((workdir / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["metrics"]["frame"]["n"] == 24  # every test record once, from both hosts' files
