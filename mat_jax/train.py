@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from typing import Any, Callable, Mapping
 
 import jax
@@ -171,7 +170,7 @@ def _flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, flo
     return out
 
 
-def _check_finite(fetched: list[tuple[int, dict[str, np.ndarray]]], workdir, mngr) -> None:
+def _check_finite(fetched: list[tuple[int, dict[str, np.ndarray]]], mngr) -> None:
     for step, m in fetched:
         bad = [k for k in ("loss",) + tuple(sorted(m)) if k in m and not np.isfinite(m[k])]
         if bad:
@@ -326,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             pending.clear()
             if not fetched:
                 return
-            _check_finite(fetched, workdir, mngr)
+            _check_finite(fetched, mngr)
             means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
             history.append((step, means))
             writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
