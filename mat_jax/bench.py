@@ -30,7 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/ffpp.py", "Config file (`path.py[:arg]`).", lock_config=False)
+config_flags.DEFINE_config_file("config", "configs/ffpp.py", "Config file (`path.py[:arg]`).")
 flags.DEFINE_integer("batch", 4, "Global batch of the train and eval steps.")
 flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
 flags.DEFINE_string("records", None, "TFRecords for the pipeline benchmark (default: temporary ones).")
@@ -172,8 +172,8 @@ def write_bench_records(root: str, *, size: int, count: int = 128, shards: int =
         jpeg = tf.io.encode_jpeg((np.clip(img, 0, 1) * 255).astype(np.uint8), quality=95).numpy()
         fake = i % 2
         recs.append(records.FaceRecord(
-            image=jpeg, label=fake, dataset="bench", split="train", method="Deepfakes" if fake else "original",
-            video_id=f"v{i // 8:03d}_{fake}", frame_index=i % 8,
+            image=jpeg, label=fake, dataset="bench", split="train",
+            method="Deepfakes" if fake else "original", video_id=f"v{i // 8:03d}_{fake}", frame_index=i % 8,
         ))  # fmt: skip
     for s in range(shards):
         records.write(records.shard_path(root, "bench", "train", s, shards), recs[s::shards])

@@ -136,7 +136,6 @@ def make_train_step(config, graphdef, schedule: optax.Schedule, steps_per_epoch:
             )
 
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        params = nnx.state(model, nnx.Param)
         optimizer.update(model, grads)
         if not pretrain:
             model.centers[...] = aux["centers"]
@@ -146,7 +145,9 @@ def make_train_step(config, graphdef, schedule: optax.Schedule, steps_per_epoch:
             "accuracy": objective.accuracy(aux["logits"], labels),
             "learning_rate": schedule(step),
             "grad_norm": optax.tree.norm(grads),
-            "param_norm": optax.tree.norm(params),
+            # After the update: a step that blows the weights up is caught at that step,
+            # before its state can be saved, even though its own loss was still finite.
+            "param_norm": optax.tree.norm(nnx.state(model, nnx.Param)),
         }
         if not pretrain:
             metrics.update(alpha=alpha, regional=aux["regional"], intra=aux["intra"], inter=aux["inter"])
@@ -217,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     Returns {"step", "history": [(step, {metric: mean}), ...] at log points,
     "best": {"step", "metric", "value"}, "final_eval": metrics of the final eval split}.
-    Raises NonFiniteLossError (naming the step) on a NaN/Inf loss before saving it.
+    Raises NonFiniteLossError naming the step when a loss term or the parameter norm is NaN/Inf,
+    before any checkpoint of that state is written.
     """
     workdir_path = epath.Path(workdir)
     is_main = jax.process_index() == 0
@@ -383,7 +385,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     checkpointing.load_model(mngr.best_directory, model)
                     logging.info("final %s eval of the best checkpoint, step %d", final_split, best_step)
                 results = evaluator.run(
-                    nnx.state(model), final_split, workdir=workdir, step=best_step if best_step else step
+                    nnx.state(model), final_split, workdir=workdir, step=best_step if best_step else step,
+                    attention_examples=8,
                 )
                 flat = _flatten_metrics(results)
                 writer.write_scalars(step, {f"{final_split}/{k}": v for k, v in flat.items()})

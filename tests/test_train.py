@@ -154,9 +154,11 @@ def test_nan_stops_before_checkpoint(stage1, tmp_path):
     config.optim.learning_rate = 1e30
     config.train.epochs = 4  # 8 more steps; a checkpoint would be due at step 32
     config.train.log_every_steps = 100  # the save at 32 must still check every step's loss
-    with pytest.raises(train.NonFiniteLossError, match=r"at step 2[5-9]\b|at step 3[0-2]\b") as err:
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 25\b") as err:
         train.train_and_evaluate(config, str(workdir))
-    assert "Last good checkpoint: step 24" in str(err.value)
+    # The first update after the restart overflows the weights: its loss was still finite,
+    # the parameter norm after it is not, and the next step's loss would be NaN.
+    assert "param_norm (inf)" in str(err.value) and "Last good checkpoint: step 24" in str(err.value)
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 24
     after = checkpoint_params(workdir / "checkpoints" / "24", config)
@@ -212,7 +214,7 @@ def _stage2_command(workdir, data_root, init_from, *extra) -> list[str]:
         f"--config.data.root={data_root}", f"--config.init_from={init_from}",
         "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
         "--config.train.steps_per_epoch=4", "--config.train.epochs=3",
-        "--config.train.checkpoint_every_steps=2", "--config.train.eval_every_steps=6",
+        "--config.train.checkpoint_every_steps=4", "--config.train.eval_every_steps=6",
         "--config.train.keep_checkpoints=10", "--config.train.log_every_steps=2",
         *extra,
     ]  # fmt: skip
@@ -240,16 +242,16 @@ def stage2_reference(data_root, stage1, compile_cache, tmp_path_factory):
 
 def test_stage2_from_stage1_writes_everything(stage2_reference, stage1):
     workdir = Path(stage2_reference)
-    assert _steps(workdir) == [2, 4, 6, 8, 10, 12]
+    assert _steps(workdir) == [4, 6, 8, 12]  # periodic (4, 8, 12) and evaluation (6, 12) saves
     meta = checkpointing.read_meta(workdir / "checkpoints" / "12")
     assert meta["step"] == meta["data_position"] == 12 and meta["stage"] == "mat"
     assert meta["alpha"] == pytest.approx(0.05 * 0.9**3) and meta["learning_rate"] == pytest.approx(1e-4)
     assert meta["best_metric"] == "frame/auc" and meta["best_step"] in (6, 12)
     for name in ("metrics.json", "videos.csv", "frames.csv", "roc.png"):
         assert (workdir / "eval" / "test" / name).exists()
-    # The backbone started from stage 1: its first step moved it only by ~lr.
+    # The backbone started from stage 1: 4 AdamW steps moved it by at most ~4 lr.
     config = tiny_config("mat", "")
-    mat = checkpoint_params(workdir / "checkpoints" / "2", config)
+    mat = checkpoint_params(workdir / "checkpoints" / "4", config)
     backbone = checkpoint_params(Path(stage1[0]) / "best", stage1[1])
     kernel = "conv_stem/kernel"
     assert np.max(np.abs(mat[f"backbone/{kernel}"] - backbone[kernel])) < 1e-2
@@ -268,8 +270,8 @@ def test_kill_and_resume_matches_uninterrupted(stage2_reference, data_root, stag
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.time() + 300
-            while not (workdir / "checkpoints" / "2").exists():
-                assert proc.poll() is None, f"run ended before its first checkpoint:\n{log.read_text()[-4000:]}"
+            while not (workdir / "checkpoints" / "4").exists():
+                assert proc.poll() is None, f"ended before its first checkpoint:\n{log.read_text()[-4000:]}"
                 assert time.time() < deadline, "no checkpoint within 300 s"
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
@@ -312,7 +314,9 @@ def test_eight_devices_match_one(stage2_reference, data_root, stage1, compile_ca
     |diff| <= 2 * steps * lr is meaningful; everything else must agree to 1e-4.
     """
     workdir = tmp_path / "eight"
-    cmd = _stage2_command(workdir, data_root, stage1[0], "--config.train.num_train_steps=4")
+    cmd = _stage2_command(
+        workdir, data_root, stage1[0], "--config.train.num_train_steps=4", "--config.train.final_eval_split="
+    )
     _run(cmd, _env(compile_cache, devices=8))
     config = tiny_config("mat", "")
     ref = checkpoint_params(Path(stage2_reference) / "checkpoints" / "4", config)
