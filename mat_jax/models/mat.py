@@ -122,6 +122,9 @@ def create_backbone(model_cfg: Mapping[str, Any], *, rngs, dtype=None):
             # Optional scaling overrides (0 or None: the variant's own), for tiny test models.
             width=model_cfg.get("width") or None,
             depth=model_cfg.get("depth") or None,
+            # Decay of the backbone's BatchNorm averages (0 or None: the official 0.99). Short
+            # runs from scratch need a faster one, or eval-mode statistics lag far behind.
+            bn_momentum=model_cfg.get("bn_momentum") or None,
         )
         return EfficientNet(cfg, rngs=rngs, dtype=dtype)
     if name == "xception":
