@@ -9,7 +9,9 @@ Files, written by process 0 under `<workdir>/eval/<name>/` (name defaults to the
   metrics.json  all metrics, the step and checkpoint evaluated, the records' root
   videos.csv    video_id, method, label, num_frames, score, prediction
   frames.csv    video_id, frame_index, method, label, score
-  roc.png       frame- and video-level ROC curves
+  roc.png       frame- and video-level ROC curves (roc_methods_*.png: one curve per method)
+  scores.png    histogram of P(fake) of real and fake frames
+  attention.png the attention maps over a few faces (final evaluation, MAT, one process)
   history.jsonl one line of metrics per evaluation (periodic validation during training)
 """
 
@@ -28,7 +30,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from mat_jax import input_pipeline, metrics as metrics_lib, parallel
+from mat_jax import input_pipeline, metrics as metrics_lib, parallel, plots
 
 
 def video_rows(s: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -52,30 +54,6 @@ def _csv(rows: list[Mapping[str, Any]], fields: list[str]) -> str:
     return buf.getvalue()
 
 
-def _plot_roc(path: epath.Path, curves: Mapping[str, tuple], title: str) -> None:
-    """ROC curves {name: (fpr, tpr, auc)} as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.4f})")
-    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01))
-    if curves:
-        ax.legend(loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "one class only: no ROC curve", ha="center", va="center")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path.write_bytes(buf.getvalue())
-
-
 class Evaluator:
     """Runs the compiled eval step over a split; one instance per model graph (compiled once)."""
 
@@ -90,6 +68,12 @@ class Evaluator:
 
         # Scores stay sharded like the batch: each host later reads back its own rows.
         self._step = jax.jit(eval_step, out_shardings=parallel.data_sharding(mesh))
+
+        def maps_step(model_state, images):
+            return nnx.merge(graphdef, model_state)(images, train=False).get("attention_maps")
+
+        # Compiled on first use only: the attention figure of a final evaluation.
+        self._maps = jax.jit(maps_step)
 
     def scores(self, model_state, split: str, *, root: str | None = None) -> dict[str, np.ndarray]:
         """Per-frame P(fake) of every record of `split` (all hosts' records, padding removed)."""
@@ -122,8 +106,13 @@ class Evaluator:
         name: str | None = None,
         step: int | None = None,
         extra: Mapping[str, Any] | None = None,
+        attention_examples: int = 0,
     ) -> dict[str, Any]:
-        """Scores `split`, computes the metrics and (process 0, with `workdir`) writes the files."""
+        """Scores `split`, computes the metrics and (process 0, with `workdir`) writes the files.
+
+        With `attention_examples` > 0 (single process, MAT) it also draws the attention maps
+        over that many faces of the split, half real and half fake, as `attention.png`.
+        """
         t0 = time.perf_counter()
         s = self.scores(model_state, split, root=root)
         methods = s["method"] if np.any(s["method"] != "") else None
@@ -138,7 +127,37 @@ class Evaluator:
                 info={"split": split, "step": step, "root": root or self.config.data.root,
                       "seconds": seconds, **dict(extra or {})},
             )
+            if attention_examples > 0 and jax.process_count() == 1:
+                self._attention_figure(model_state, split, root, attention_examples,
+                                       epath.Path(workdir) / "eval" / (name or split) / "attention.png")
         return results
+
+    def _attention_figure(self, model_state, split, root, count: int, path) -> None:
+        """`count` faces of the split (the first reals and fakes read) with their attention maps."""
+        want = {0: (count + 1) // 2, 1: count // 2}
+        picked = []
+        for batch in input_pipeline.create_eval_iterator(self.config, split, root=root):
+            for i in np.flatnonzero(batch["mask"] > 0):
+                label = int(batch["label"][i])
+                if want[label] > 0:
+                    want[label] -= 1
+                    picked.append((batch["image"][i], label, str(batch["video_id"][i])))
+            if not any(want.values()):
+                break
+        if not picked:
+            return
+        images = np.stack([p[0] for p in picked])
+        # Padded to whole eval batches: the batch must split evenly over the mesh.
+        batch_size = int(self.config.train.eval_batch_size)
+        padded = np.zeros((-(-len(images) // batch_size) * batch_size, *images.shape[1:]), images.dtype)
+        padded[: len(images)] = images
+        maps = self._maps(model_state, parallel.global_batch({"image": padded}, self.mesh)["image"])
+        if maps is None:  # a backbone alone has no attention maps
+            return
+        maps = np.asarray(jax.device_get(maps))[: len(picked)]
+        faces = [np.clip((img * 0.5 + 0.5) * 255.0 + 0.5, 0, 255).astype(np.uint8) for img in images]
+        captions = [f"{'fake' if label else 'real'}: {vid}" for _, label, vid in picked]
+        plots.attention_sheet(path, faces, list(maps), captions)
 
 
 def _short(results: Mapping[str, Any]) -> str:
@@ -184,15 +203,20 @@ def write_results(out_dir: epath.Path, s: Mapping[str, np.ndarray], results: Map
     ]
     (out_dir / "frames.csv").write_text(_csv(frames, ["video_id", "frame_index", "method", "label", "score"]))
 
-    curves = {}
+    split = info.get("split", "")
     v_scores = np.array([v["score"] for v in videos])
     v_labels = np.array([v["label"] for v in videos])
-    for level, (sc, lb) in {"frame": (s["score"], s["label"]), "video": (v_scores, v_labels)}.items():
-        if len(np.unique(lb)) == 2:  # a ROC curve needs both classes
-            fpr, tpr, _ = metrics_lib.roc_curve(sc, lb)
-            auc = float(results.get(level, {}).get("auc", float("nan")))
-            curves[level] = (np.asarray(fpr), np.asarray(tpr), float(auc))
-    _plot_roc(out_dir / "roc.png", curves, title=f"ROC, {info.get('split', '')}")
+    v_methods = np.array([v["method"] for v in videos])
+    methods = s["method"] if np.any(s["method"] != "") else None
+    frame_curves = plots.roc_curves(s["score"], s["label"], methods)
+    video_curves = plots.roc_curves(v_scores, v_labels, v_methods if methods is not None else None)
+    curves = {f"{level} {name}": c for level, group in (("frame", frame_curves), ("video", video_curves))
+              for name, c in group.items() if name == "all"}
+    plots.roc_plot(out_dir / "roc.png", curves, title=f"ROC, {split}")
+    if len(frame_curves) > 2:  # several methods: one figure per level with a curve each
+        plots.roc_plot(out_dir / "roc_methods_frame.png", frame_curves, title=f"ROC per method (frames), {split}")
+        plots.roc_plot(out_dir / "roc_methods_video.png", video_curves, title=f"ROC per method (videos), {split}")
+    plots.score_histogram(out_dir / "scores.png", s["score"], s["label"], title=f"P(fake) per frame, {split}")
 
 
 # --------------------------------------------------------------------------- checkpoint evaluation
@@ -231,5 +255,5 @@ def evaluate_checkpoint(
             name = f"{dataset}_{split}" if root is not None or dataset not in ("", "ffpp") else split
         return evaluator.run(
             nnx.state(model), split, root=root, workdir=workdir, name=name, step=meta.get("step"),
-            extra={"checkpoint": str(resolved)},
+            extra={"checkpoint": str(resolved)}, attention_examples=8,
         )
