@@ -1,0 +1,170 @@
+"""Export a trained model for analysis (plain numpy arrays) and for serving (a TF SavedModel).
+
+    python -m mat_jax.export --workdir=DIR --split=test --out=bundle.npz [--root=RECORDS]
+                             [--saved-model=DIR] [--max-frames=N]
+
+The bundle is one `.npz` that numpy alone reads (no pickle): per frame `score`
+(P(fake)), `label`, `video_id`, `frame_index`, `method`, `logits`, `feature_matrix`
+(B, M, N) and `attention_maps` (B, h, w, M); the checkpoint's variables as
+`state/<path>` arrays (parameters, BatchNorm statistics, feature centres); and
+`meta_json` (checkpoint step, config, metrics). A parameter table (name, shape, count,
+mean, std) is written beside it as `<out>.params.tsv`.
+
+`--saved-model=DIR` also writes the eval forward as a TensorFlow SavedModel (jax2tf,
+batch size polymorphic): `serve(images)` with images (B, S, S, 3) float32 in [-1, 1]
+returns `score` and `logits`, for TF Serving or any TF runtime, without mat_jax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+from flax import nnx
+
+from mat_jax import inference
+
+
+def flat_state(model) -> dict[str, np.ndarray]:
+    """Every variable of the model as {"state/a/b/c": array}."""
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(model)):
+        out["state/" + "/".join(str(p) for p in path)] = np.asarray(var.get_value())
+    return out
+
+
+def parameter_table(model) -> str:
+    """TSV: one row per trainable parameter with its shape, size and statistics."""
+    rows = ["name\tshape\tcount\tmean\tstd"]
+    total = 0
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        v = np.asarray(var.get_value(), np.float64)
+        total += v.size
+        rows.append(f"{'/'.join(str(p) for p in path)}\t{'x'.join(map(str, v.shape))}\t{v.size}\t"
+                    f"{v.mean():.6g}\t{v.std():.6g}")
+    rows.append(f"total\t\t{total}\t\t")
+    return "\n".join(rows) + "\n"
+
+
+def collect(trained: inference.Trained, split: str, *, root: str | None = None, max_frames: int = 0,
+            batch_size: int = 8) -> dict[str, np.ndarray]:
+    """Scores, features and attention maps of every record of `split` (padding removed)."""
+    from mat_jax import input_pipeline
+
+    scorer = inference.Scorer(trained, batch_size=batch_size)
+    keys = ("label", "video_id", "frame_index", "method")
+    parts: dict[str, list] = {}
+    seen = 0
+    for batch in input_pipeline.create_eval_iterator(trained.config, split, batch_size=batch_size, root=root,
+                                                     process_index=0, process_count=1):
+        keep = np.asarray(batch["mask"]) > 0
+        out = scorer(np.asarray(batch["image"])[keep])
+        for k in keys:
+            out[k] = np.asarray(batch[k])[keep]
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+        seen += int(keep.sum())
+        if max_frames and seen >= max_frames:
+            break
+    if not parts:
+        raise ValueError(f"split {split!r} under {root or trained.config.data.root} holds no records")
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    if max_frames:
+        data = {k: v[:max_frames] for k, v in data.items()}
+    for k in ("video_id", "method"):
+        data[k] = data[k].astype(str)  # unicode arrays: np.load needs no pickle
+    return data
+
+
+def export_bundle(checkpoint: str, out: str, *, split: str = "test", root: str | None = None, config=None,
+                  max_frames: int = 0) -> dict:
+    """Writes the analysis bundle `out` (.npz) and `<out>.params.tsv`; returns a summary."""
+    from mat_jax import metrics as metrics_lib
+
+    trained = inference.load_trained(checkpoint, config)
+    data = collect(trained, split, root=root, max_frames=max_frames)
+    results = metrics_lib.compute_metrics(data["score"], data["label"], data["video_id"],
+                                          data["method"] if np.any(data["method"] != "") else None)
+    meta = {"checkpoint": trained.path, "step": trained.meta.get("step"), "split": split,
+            "root": root or str(trained.config.data.root), "config": json.loads(trained.config.to_json_best_effort()),
+            "metrics": results}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez_compressed(out, **data, **flat_state(trained.model),
+                        meta_json=np.asarray(json.dumps(meta, default=_json_default)))
+    with open(out + ".params.tsv", "w") as f:
+        f.write(parameter_table(trained.model))
+    return {"frames": int(data["score"].shape[0]), "videos": int(np.unique(data["video_id"]).size),
+            "metrics": results, "path": out}
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x).__name__)
+
+
+def export_saved_model(checkpoint: str, out_dir: str, *, config=None) -> str:
+    """The eval forward as a TF SavedModel with a batch-polymorphic `serve` signature."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    trained = inference.load_trained(checkpoint, config)
+    graphdef, state = nnx.split(trained.model)
+    size = trained.image_size
+
+    def serve_fn(images):
+        out = nnx.merge(graphdef, state)(images, train=False)
+        logits = out["logits"].astype(np.float32)
+        return {"score": jax.nn.softmax(logits, axis=-1)[:, 1], "logits": logits}
+
+    converted = jax2tf.convert(serve_fn, polymorphic_shapes=[f"(b, {size}, {size}, 3)"], with_gradient=False)
+    module = tf.Module()
+    module.serve = tf.function(converted, autograph=False,
+                               input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+    tf.saved_model.save(module, out_dir, signatures={"serving_default": module.serve})
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mat_jax.export", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="training workdir (its best checkpoint, else its latest)")
+    src.add_argument("--checkpoint", help="a checkpoint directory")
+    p.add_argument("--config", default="", help="config file[:args]; needed for mat-jax-import checkpoints")
+    p.add_argument("--split", default="test")
+    p.add_argument("--root", default=None, help="records directory (default: the config's data.root)")
+    p.add_argument("--out", default="", help="analysis bundle (.npz) to write")
+    p.add_argument("--saved-model", default="", help="also write a TF SavedModel here")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    args = p.parse_args(argv)
+    if not args.out and not args.saved_model:
+        p.error("nothing to do: give --out=FILE.npz and/or --saved-model=DIR")
+    config = None
+    if args.config:
+        from mat_jax.interop.convert import load_config
+
+        config = load_config(args.config)
+    checkpoint = args.workdir or args.checkpoint
+    try:
+        if args.out:
+            s = export_bundle(checkpoint, args.out, split=args.split, root=args.root, config=config,
+                              max_frames=args.max_frames)
+            video = s["metrics"].get("video", {})
+            print(f"wrote {s['path']} ({s['frames']} frames, {s['videos']} videos; video AUC "
+                  f"{video.get('auc', float('nan')):.4f}) and {s['path']}.params.tsv")
+        if args.saved_model:
+            print(f"wrote SavedModel {export_saved_model(checkpoint, args.saved_model, config=config)}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""A trained model for inference: restore it from a workdir or checkpoint, score batches of faces.
+
+Shared by `mat_jax.predict` (videos and images in, verdicts out) and `mat_jax.export`
+(analysis bundles and serving models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from mat_jax import checkpointing
+
+
+@dataclasses.dataclass
+class Trained:
+    config: ml_collections.ConfigDict
+    model: nnx.Module
+    meta: dict[str, Any]
+    path: str  # the checkpoint directory actually restored
+
+    @property
+    def is_mat(self) -> bool:
+        return hasattr(self.model, "attentions")
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.model.image_size)
+
+
+def load_trained(checkpoint: str, config: ml_collections.ConfigDict | None = None) -> Trained:
+    """Restores a model from a workdir (its best checkpoint, else its latest) or a checkpoint dir.
+
+    The config stored with a training checkpoint is used unless `config` is given; a
+    checkpoint written by `mat-jax-import` stores none, so it needs `config`.
+    """
+    from mat_jax import train  # the trainer knows which model class a stage builds
+
+    path = checkpointing.resolve(checkpoint)
+    meta = checkpointing.read_meta(path)
+    if config is None:
+        if "config" not in meta:
+            raise ValueError(
+                f"checkpoint {path} stores no config (made by mat-jax-import?): pass --config=configs/ffpp.py "
+                "(or the config it was trained with)"
+            )
+        config = ml_collections.ConfigDict(meta["config"])
+    if meta.get("model") == "MAT" and config.get("stage") == "pretrain":
+        config.stage = "mat"
+    model = train.create_model(config, int(config.get("seed", 0)))
+    checkpointing.load_model(path, model)
+    return Trained(config=config, model=model, meta=meta, path=str(path))
+
+
+class Scorer:
+    """Jitted eval forward over fixed-size batches (one compilation whatever the input count).
+
+    `__call__(images)` takes (n, S, S, 3) float32 in [-1, 1] and returns numpy arrays:
+    `score` (n,) P(fake), `logits` (n, C) and, for MAT, `attention_maps` (n, h, w, M) and
+    `feature_matrix` (n, M, N).
+    """
+
+    def __init__(self, trained: Trained, batch_size: int = 8):
+        self.batch_size = batch_size
+        graphdef, state = nnx.split(trained.model)
+        self._state = state
+        mat = trained.is_mat
+
+        @jax.jit
+        def forward(state, images):
+            model = nnx.merge(graphdef, state)
+            out = model(images, train=False)
+            keep = {"logits": out["logits"]}
+            if mat:
+                keep.update(attention_maps=out["attention_maps"], feature_matrix=out["feature_matrix"])
+            keep["score"] = jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)[:, 1]
+            return keep
+
+        self._forward = forward
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = np.asarray(images, np.float32)
+        n = images.shape[0]
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, n, self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            pad = self.batch_size - chunk.shape[0]
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            out = jax.device_get(self._forward(self._state, chunk))
+            parts.append({k: v[: self.batch_size - pad] for k, v in out.items()})
+        if not parts:
+            raise ValueError("no images to score")
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def normalise(rgb_uint8: np.ndarray) -> np.ndarray:
+    """uint8 RGB crops -> float32 in [-1, 1], as the input pipeline feeds the model."""
+    return (np.asarray(rgb_uint8, np.float32) / 255.0 - 0.5) / 0.5
