@@ -78,7 +78,18 @@ def main(argv) -> None:
     from mat_jax import evaluate, train  # after distributed initialisation
 
     if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if "demo" in FLAGS.config:  # configs/demo.py: build and prepare the offline demo data first
+            from mat_jax import demo
+
+            demo.ensure_data(FLAGS.config, FLAGS.workdir)
+        summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if jax.process_index() == 0 and summary.get("final_eval"):
+            from mat_jax import demo
+
+            split = FLAGS.config.train.get("final_eval_split", "test")
+            print(f"\n{split} split, best checkpoint (step {summary['best'].get('step')}):", flush=True)
+            print(demo.summary_table(summary["final_eval"]), flush=True)
+            print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
     else:
         evaluate.evaluate_checkpoint(
             FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split
