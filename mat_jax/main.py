@@ -12,6 +12,7 @@ JAX_COORDINATOR_ADDRESS set by hand) every process runs the same command.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Mapping
 
 import jax
@@ -82,7 +83,11 @@ def main(argv) -> None:
             from mat_jax import demo
 
             demo.ensure_data(FLAGS.config, FLAGS.workdir)
-        summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        try:
+            summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        except train.Interrupted as e:
+            logging.warning("%s", e)
+            sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
         if jax.process_index() == 0 and summary.get("final_eval"):
             from mat_jax import demo
 

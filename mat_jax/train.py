@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
+import threading
 from typing import Any, Callable, Mapping
 
 import jax
@@ -39,6 +41,45 @@ from flax import nnx
 
 from mat_jax import checkpointing, evaluate, input_pipeline, objective, parallel
 from mat_jax.models import mat as mat_lib
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM (e.g. a spot VM's preemption notice): a checkpoint of `step` was saved first."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped by SIGTERM after step {step}; its checkpoint is saved: "
+                         "run the same command again to resume from it")
+        self.step = step
+
+
+class _StopRequest:
+    """Turns SIGTERM into a flag the loop checks between steps (the handler itself does no work)."""
+
+    def __init__(self, enabled: bool):
+        self.requested = False
+        self._previous = None
+        # Signal handlers can only be installed from the main thread.
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint after the current step, then stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    def agreed(self) -> bool:
+        """True when any process was asked to stop, so that all of them save the same step."""
+        if jax.process_count() == 1:
+            return self.requested
+        return bool(np.max(parallel.allgather(np.asarray([int(self.requested)], np.int32))))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -314,6 +355,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         if is_main:
             hooks.append(report_progress)
+            if int(config.train.get("profile_steps", 0)) > 0:
+                # A jax.profiler trace of a few steps into the workdir (TensorBoard's profile tab).
+                hooks.append(periodic_actions.Profile(
+                    logdir=workdir, num_profile_steps=int(config.train.profile_steps),
+                    first_profile=start_step + int(config.train.get("profile_first_step", 10)),
+                    every_secs=None,
+                ))
+        stop = _StopRequest(bool(config.train.get("checkpoint_on_sigterm", True)))
         train_iter = input_pipeline.create_train_iterator(config, start_step=start_step)
         pending: list[tuple[int, dict[str, jax.Array]]] = []
         history: list[tuple[int, dict[str, float]]] = []
@@ -333,6 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
 
         try:
+            stop.__enter__()
             logging.info("training from step %d to %d", start_step, num_steps)
             step = start_step
             for step in range(start_step + 1, num_steps + 1):
@@ -367,6 +417,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if is_ckpt:
                     with report_progress.timed("checkpoint"):
                         save(step, state)
+                if stop.enabled and stop.agreed():
+                    flush_metrics(step)  # a NaN state is never saved, not even here
+                    if not is_ckpt:
+                        save(step, state)
+                    mngr.wait()
+                    raise Interrupted(step)
             flush_metrics(step)
             mngr.wait()
             writer.flush()
@@ -392,6 +448,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 writer.write_scalars(step, {f"{final_split}/{k}": v for k, v in flat.items()})
                 summary["final_eval"] = results
         finally:
+            stop.__exit__(None, None, None)
             # Also on NaN/Inf or Ctrl-C: let in-flight saves of good states finish, flush logs.
             mngr.close()
             writer.close()

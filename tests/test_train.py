@@ -106,11 +106,16 @@ def stage1(data_root, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("stage1"))
     config = tiny_config(
         "pretrain", data_root, steps_per_epoch=8, epochs=3, log_every_steps=4,
-        checkpoint_every_steps=8, eval_every_steps=12,
+        checkpoint_every_steps=8, eval_every_steps=12, profile_steps=2, profile_first_step=3,
     )
     config.optim.learning_rate = 3e-3  # a few dozen steps must visibly learn
     summary = train.train_and_evaluate(config, workdir)
     return workdir, config, summary
+
+
+def test_profile_trace_written(stage1):
+    traces = list(Path(stage1[0]).glob("plugins/profile/*/*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0
 
 
 def test_stage1_loss_falls_and_eval_files(stage1):
@@ -289,6 +294,40 @@ def test_kill_and_resume_matches_uninterrupted(stage2_reference, data_root, stag
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
     best_steps = [checkpointing.read_meta(w)["best_step"] for w in (workdir, stage2_reference)]
     assert best_steps[0] == best_steps[1]
+
+
+def test_sigterm_checkpoints_then_resume_matches(stage2_reference, data_root, stage1, compile_cache, tmp_path):
+    """SIGTERM (a preemption notice): save after the current step, exit 143; a rerun ends identical."""
+    workdir = tmp_path / "preempted"
+    cmd = _stage2_command(workdir, data_root, stage1[0])
+    env = _env(compile_cache)
+    log = tmp_path / "preempted.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.time() + 300
+            while not (workdir / "checkpoints" / "4").exists():
+                assert proc.poll() is None, f"ended before its first checkpoint:\n{log.read_text()[-4000:]}"
+                assert time.time() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 143, text[-4000:]
+    assert "stopped by SIGTERM after step" in text
+    steps = _steps(workdir)
+    stopped = max(steps)
+    assert 4 < stopped < 12, steps  # a save at the step it stopped after, beyond the periodic one
+    assert checkpointing.read_meta(workdir / "checkpoints" / str(stopped))["step"] == stopped
+    _run(cmd, env)
+    config = tiny_config("mat", "")
+    ref = checkpoint_params(Path(stage2_reference) / "checkpoints" / "12", config)
+    got = checkpoint_params(workdir / "checkpoints" / "12", config)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
 
 
 def train_scalars(workdir) -> dict[int, dict[str, float]]:
