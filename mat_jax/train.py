@@ -61,24 +61,30 @@ class _StopRequest:
         # Signal handlers can only be installed from the main thread.
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
 
-    def __enter__(self):
+    def install(self) -> None:
         if self.enabled:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
 
     def _handle(self, signum, frame):
         logging.warning("SIGTERM: saving a checkpoint after the current step, then stopping")
         self.requested = True
 
-    def __exit__(self, *exc):
-        if self.enabled:
+    def restore(self) -> None:
+        if self.enabled and self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-        return False
 
-    def agreed(self) -> bool:
-        """True when any process was asked to stop, so that all of them save the same step."""
+    def agreed(self, at_sync_point: bool) -> bool:
+        """True when any process was asked to stop, so that all of them save the same step.
+
+        One process answers at every step. Several agree through a collective, which blocks,
+        so only at steps that sync anyway (`at_sync_point`: log and checkpoint steps).
+        """
+        if not self.enabled:
+            return False
         if jax.process_count() == 1:
             return self.requested
+        if not at_sync_point:
+            return False
         return bool(np.max(parallel.allgather(np.asarray([int(self.requested)], np.int32))))
 
 
@@ -382,7 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
 
         try:
-            stop.__enter__()
+            stop.install()
             logging.info("training from step %d to %d", start_step, num_steps)
             step = start_step
             for step in range(start_step + 1, num_steps + 1):
@@ -417,7 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if is_ckpt:
                     with report_progress.timed("checkpoint"):
                         save(step, state)
-                if stop.enabled and stop.agreed():
+                if stop.agreed(at_sync_point=step % log_every == 0 or is_ckpt):
                     flush_metrics(step)  # a NaN state is never saved, not even here
                     if not is_ckpt:
                         save(step, state)
@@ -448,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 writer.write_scalars(step, {f"{final_split}/{k}": v for k, v in flat.items()})
                 summary["final_eval"] = results
         finally:
-            stop.__exit__(None, None, None)
+            stop.restore()
             # Also on NaN/Inf or Ctrl-C: let in-flight saves of good states finish, flush logs.
             mngr.close()
             writer.close()
