@@ -122,7 +122,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.eval_split = "val"  # the best checkpoint is chosen here, never on "test"
     train.best_metric = "frame/auc"  # key of evaluate's metrics (higher is better)
     train.final_eval_split = "test"  # evaluated once at the end with the best checkpoint; "" skips
-    train.checkpoint_on_sigterm = True  # on SIGTERM: save after the current step (several hosts: the next log step), exit 143
+    # On SIGTERM: save after the current step (several hosts: the next log step), exit 143.
+    train.checkpoint_on_sigterm = True
     train.profile_steps = 0  # > 0: a jax.profiler trace of that many steps into the workdir
     train.profile_first_step = 10  # ... starting this many steps after the (re)start
 
