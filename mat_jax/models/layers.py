@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mat_jax.models.grouped import GroupedConv
 
 # Initialisers draw on the host with numpy when the key is concrete. Eagerly, jax
 # compiles one small program per parameter shape, and a jitted init of a whole MAT is
@@ -89,9 +90,26 @@ def conv(
     use_bias: bool = True,
     kernel_init=None,
     dtype=None,
-) -> nnx.Conv:
-    """A 2-D convolution; without `kernel_init` it is initialised as PyTorch does."""
+) -> nnx.Conv | GroupedConv:
+    """A 2-D convolution; without `kernel_init` it is initialised as PyTorch does.
+
+    Grouped ones are `GroupedConv`s: the same variables, but fast on CPU too.
+    """
     fan_in = (in_features // groups) * kernel_size * kernel_size
+    if groups > 1:
+        return GroupedConv(
+            in_features,
+            out_features,
+            kernel_size,
+            groups=groups,
+            strides=stride,
+            padding=padding,
+            use_bias=use_bias,
+            kernel_init=kernel_init or torch_default_kernel_init(),
+            bias_init=torch_default_bias_init(fan_in),
+            dtype=dtype,
+            rngs=rngs,
+        )
     return nnx.Conv(
         in_features,
         out_features,
