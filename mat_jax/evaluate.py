@@ -67,13 +67,14 @@ class Evaluator:
             return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
 
         # Scores stay sharded like the batch: each host later reads back its own rows.
-        self._step = jax.jit(eval_step, out_shardings=parallel.data_sharding(mesh))
+        options = parallel.compiler_options(mesh)
+        self._step = jax.jit(eval_step, out_shardings=parallel.data_sharding(mesh), compiler_options=options)
 
         def maps_step(model_state, images):
             return nnx.merge(graphdef, model_state)(images, train=False).get("attention_maps")
 
         # Compiled on first use only: the attention figure of a final evaluation.
-        self._maps = jax.jit(maps_step)
+        self._maps = jax.jit(maps_step, compiler_options=options)
 
     def scores(self, model_state, split: str, *, root: str | None = None) -> dict[str, np.ndarray]:
         """Per-frame P(fake) of every record of `split` (all hosts' records, padding removed)."""

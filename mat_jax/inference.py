@@ -7,6 +7,7 @@ Shared by `mat_jax.predict` (videos and images in, verdicts out) and `mat_jax.ex
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -15,7 +16,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mat_jax import checkpointing
+from mat_jax import checkpointing, parallel
 
 
 @dataclasses.dataclass
@@ -72,7 +73,7 @@ class Scorer:
         self._state = state
         mat = trained.is_mat
 
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=parallel.compiler_options())
         def forward(state, images):
             model = nnx.merge(graphdef, state)
             out = model(images, train=False)

@@ -205,7 +205,12 @@ def make_train_step(config, graphdef, schedule: optax.Schedule, steps_per_epoch:
         return nnx.state((model, optimizer)), metrics
 
     replicated = parallel.replicated(mesh)
-    return jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated))
+    return jax.jit(
+        train_step,
+        donate_argnums=(0,),
+        out_shardings=(replicated, replicated),
+        compiler_options=parallel.compiler_options(mesh),
+    )
 
 
 def _flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
