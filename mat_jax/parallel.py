@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
+import jaxlib
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -47,8 +48,6 @@ def create_mesh(devices=None) -> Mesh:
 
 def compiler_options(mesh: Mesh | None = None) -> dict[str, str] | None:
     """`jax.jit(..., compiler_options=...)` for the platform of `mesh` (default: jax's devices)."""
-    import jaxlib
-
     device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
     if device.platform != "cpu" or not jaxlib.__version__.startswith(CPU_COMPILER_OPTIONS_JAXLIB):
         return None

@@ -26,7 +26,12 @@ CASES = [
 
 def native(x, w, groups, stride, padding):
     return jax.lax.conv_general_dilated(
-        x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
+        x,
+        w,
+        (stride, stride),
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
@@ -83,7 +88,9 @@ def test_module_is_a_drop_in_for_nnx_conv():
 
 def test_cpu_compiler_options_compile_and_agree():
     options = parallel.compiler_options()
-    if jax.devices()[0].platform == "cpu" and jaxlib.__version__.startswith(parallel.CPU_COMPILER_OPTIONS_JAXLIB):
+    if jax.devices()[0].platform == "cpu" and jaxlib.__version__.startswith(
+        parallel.CPU_COMPILER_OPTIONS_JAXLIB
+    ):
         assert options == parallel.CPU_COMPILER_OPTIONS
     x = jnp.asarray(np.random.default_rng(2).standard_normal((4, 9, 9, 16)), jnp.float32)
 

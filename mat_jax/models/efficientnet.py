@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mat_jax.models import layers
+from mat_jax.models import grouped, layers
 
 # (kernel, stride, expand ratio, input filters, output filters, repeats) of B0.
 BASE_STAGES = (
@@ -125,9 +125,7 @@ def conv_padding(policy: str, kernel: int, stride: int, image_size: int):
         return "SAME"
     if policy != "reference":
         raise ValueError(f"padding must be one of {PADDINGS}, got {policy!r}")
-    out = -(-image_size // stride)
-    total = max((out - 1) * stride + kernel - image_size, 0)
-    pad = (total // 2, total - total // 2)
+    pad = grouped.same_pads(image_size, kernel, stride)
     return (pad, pad)
 
 

@@ -25,6 +25,13 @@ from flax import nnx
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" (before, after) pads of one spatial axis of length `size`."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return (total // 2, total - total // 2)
+
+
 def resolve_padding(padding, in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int]) -> Pads:
     """Explicit ((top, bottom), (left, right)) pads for "SAME", "VALID" or explicit pads."""
     if isinstance(padding, str):
@@ -32,12 +39,7 @@ def resolve_padding(padding, in_hw: Sequence[int], kernel_hw: Sequence[int], str
             return ((0, 0), (0, 0))
         if padding.upper() != "SAME":
             raise ValueError(f"padding must be 'SAME', 'VALID' or explicit pairs, got {padding!r}")
-        pads = []
-        for size, k, s in zip(in_hw, kernel_hw, strides):
-            out = -(-size // s)
-            total = max((out - 1) * s + k - size, 0)
-            pads.append((total // 2, total - total // 2))
-        return tuple(pads)
+        return tuple(same_pads(size, k, s) for size, k, s in zip(in_hw, kernel_hw, strides))
     (t, b), (l, r) = padding
     return ((int(t), int(b)), (int(l), int(r)))
 
@@ -80,11 +82,11 @@ def _shifted_bwd(strides, pads, residuals, g):
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
     (sh, sw), ((pt, _), (pl, _)) = strides, pads
-    b, h, w, c = x.shape
+    _, h, w, c = x.shape
     ho, wo = g.shape[1:3]
 
-    # Input gradient: spread g back onto the stride-1 grid (interior zeros), then
-    # correlate with the flipped kernel; the pads line tap (di, dj) up with x.
+    # Input gradient: spread g back onto the stride-1 grid (interior zeros), padded so
+    # that a stride-1 "VALID" correlation with the flipped kernel lines up with x.
     spread = jax.lax.pad(
         g,
         jnp.zeros((), g.dtype),
@@ -95,12 +97,7 @@ def _shifted_bwd(strides, pads, residuals, g):
             (0, 0, 0),
         ),
     )
-    dx = None
-    for di in range(kh):
-        for dj in range(kw):
-            tap = jax.lax.slice(spread, (0, kh - 1 - di, kw - 1 - dj, 0), (b, kh - 1 - di + h, kw - 1 - dj + w, c))
-            term = tap * kernel[di, dj, 0]
-            dx = term if dx is None else dx + term
+    dx = _forward(spread, kernel[::-1, ::-1], (1, 1), ((0, 0), (0, 0)))
 
     # Kernel gradient: all k*k products reduced in one pass over (batch, rows); a
     # separate reduction per tap re-reads the activations k*k times and is ~10x slower.
@@ -115,8 +112,10 @@ def _shifted_bwd(strides, pads, residuals, g):
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
-def _dense(x, kernel, strides, pads):
-    return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _native(x, kernel, strides, pads, groups=1):
+    return jax.lax.conv_general_dilated(
+        x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
+    )
 
 
 def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), padding="SAME") -> jax.Array:
@@ -134,13 +133,8 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
     strides = tuple(int(s) for s in strides)
     pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
 
-    def native(x, kernel):
-        return jax.lax.conv_general_dilated(
-            x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
-        )
-
     if groups == 1:
-        return native(x, kernel)
+        return _native(x, kernel, strides, pads)
     if groups == cin == cout:
 
         def cpu(x, kernel):
@@ -150,7 +144,10 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
 
         def cpu(x, kernel):
             parts = zip(jnp.split(x, groups, axis=-1), jnp.split(kernel, groups, axis=-1))
-            return jnp.concatenate([_dense(a, k, strides, pads) for a, k in parts], axis=-1)
+            return jnp.concatenate([_native(a, k, strides, pads) for a, k in parts], axis=-1)
+
+    def native(x, kernel):
+        return _native(x, kernel, strides, pads, groups)
 
     return jax.lax.platform_dependent(x, kernel, cpu=cpu, default=native)
 
@@ -158,19 +155,20 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
 class GroupedConv(nnx.Module):
     """Drop-in for an `nnx.Conv` with `feature_group_count > 1`, using `grouped_conv`.
 
-    It keeps nnx.Conv's variable names, shapes and draw order (`kernel`
-    (kh, kw, C_in / groups, C_out), then the optional `bias`), so checkpoints, the
-    PyTorch importer and seeded initialisations see no difference.
+    It takes nnx.Conv's arguments (those this project uses) and keeps its variable
+    names, shapes and draw order (`kernel` (kh, kw, C_in / groups, C_out), then the
+    optional `bias`), so checkpoints, the PyTorch importer and seeded initialisations
+    see no difference.
     """
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        kernel_size: int,
+        kernel_size: tuple[int, int],
         *,
-        groups: int,
-        strides: int = 1,
+        feature_group_count: int,
+        strides: tuple[int, int] = (1, 1),
         padding="SAME",
         use_bias: bool = True,
         kernel_init,
@@ -178,11 +176,13 @@ class GroupedConv(nnx.Module):
         dtype=None,
         rngs: nnx.Rngs,
     ):
-        shape = (kernel_size, kernel_size, in_features // groups, out_features)
+        shape = (*kernel_size, in_features // feature_group_count, out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32)) if use_bias else nnx.data(None)
-        self.groups = groups
-        self.strides = (strides, strides)
+        self.bias = (
+            nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32)) if use_bias else nnx.data(None)
+        )
+        self.groups = feature_group_count
+        self.strides = tuple(strides)
         self.padding = padding
         self.dtype = dtype
 

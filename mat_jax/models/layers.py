@@ -96,21 +96,8 @@ def conv(
     Grouped ones are `GroupedConv`s: the same variables, but fast on CPU too.
     """
     fan_in = (in_features // groups) * kernel_size * kernel_size
-    if groups > 1:
-        return GroupedConv(
-            in_features,
-            out_features,
-            kernel_size,
-            groups=groups,
-            strides=stride,
-            padding=padding,
-            use_bias=use_bias,
-            kernel_init=kernel_init or torch_default_kernel_init(),
-            bias_init=torch_default_bias_init(fan_in),
-            dtype=dtype,
-            rngs=rngs,
-        )
-    return nnx.Conv(
+    cls = GroupedConv if groups > 1 else nnx.Conv
+    return cls(
         in_features,
         out_features,
         (kernel_size, kernel_size),
