@@ -134,6 +134,12 @@ def _step_dirs(path: epath.Path) -> list[int]:
     return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and _is_composite(p))
 
 
+def _absolute(directory: str | os.PathLike) -> epath.Path:
+    """`directory` as orbax accepts it: local paths made absolute (orbax refuses relative ones)."""
+    path = epath.Path(directory)
+    return path if "://" in str(directory) else path.absolute()
+
+
 def resolve(directory: str | os.PathLike) -> epath.Path:
     """The composite checkpoint directory that `directory` names.
 
@@ -142,7 +148,7 @@ def resolve(directory: str | os.PathLike) -> epath.Path:
     `<workdir>/best`: its latest step) or a workdir (its best checkpoint if there is
     one, else its latest).
     """
-    path = epath.Path(directory)
+    path = _absolute(directory)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     if _is_composite(path):
@@ -171,9 +177,7 @@ def save_model(directory: str | os.PathLike, model: nnx.Module, meta: Mapping[st
     The directory must not exist yet (a good checkpoint is never overwritten). `meta`
     must be JSON-serialisable; "format" and "model" (the class name) are added.
     """
-    path = epath.Path(directory)
-    if "://" not in str(directory):
-        path = path.absolute()  # orbax wants absolute local paths
+    path = _absolute(directory)
     if path.exists():
         raise FileExistsError(f"refusing to overwrite existing checkpoint {path}")
     state = nnx.to_pure_dict(nnx.state(model))
@@ -226,22 +230,25 @@ class CheckpointManager:
     """
 
     def __init__(self, workdir: str | os.PathLike, *, keep: int = 3):
-        root = epath.Path(workdir)
-        if "://" not in str(workdir):
-            root = root.absolute()
+        root = _absolute(workdir)
         self.root = root
-        self._latest = ocp.CheckpointManager(
-            root / "checkpoints",
-            # The trainer decides when to save; orbax keeps the `keep` newest and removes
-            # the temporary directories of saves that a killed run left unfinished.
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
-            item_handlers=_item_handlers(),
+        # The trainer decides when to save; orbax keeps the `keep` newest and removes the
+        # temporary directories of saves that a killed run left unfinished.
+        self._latest = self._manager(root / "checkpoints", keep, "latest")
+        self._best = self._manager(root / "best", 1, "best")
+
+    @staticmethod
+    def _manager(directory: epath.Path, keep: int, name: str) -> ocp.CheckpointManager:
+        # Each manager needs barrier names of its own. orbax names the barrier of an async
+        # save after the step directory alone ("async_write_complete.<step>"), so with
+        # several processes the best and the latest save of the same step (an eval step
+        # is also a checkpoint step) met in one barrier: "Barrier ... is already
+        # ongoing", or a hang in the final wait. A prefix per manager keeps them apart.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
         )
-        self._best = ocp.CheckpointManager(
-            root / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, cleanup_tmp_directories=True),
-            item_handlers=_item_handlers(),
-        )
+        return ocp.CheckpointManager(directory, options=options, item_handlers=_item_handlers())
 
     # ---- queries
     def latest_step(self) -> int | None:

@@ -52,6 +52,23 @@ def trained():
     return model, optimizer
 
 
+def test_relative_paths_save_resolve_and_load(trained, tmp_path, monkeypatch):
+    """README's commands pass relative workdirs (`--workdir=workdir/demo`); orbax wants absolute ones."""
+    model, optimizer = trained
+    monkeypatch.chdir(tmp_path)
+    checkpointing.save_model("rel/model", model, {"source": "test"})
+    mngr = checkpointing.CheckpointManager("rel/work", keep=1)
+    mngr.save_best(5, model, {"note": "relative"})
+    mngr.wait()
+    mngr.close()
+    for path in ("rel/model", "rel/work", "rel/work/best", "rel/work/best/5"):
+        other = tiny_backbone(1)
+        checkpointing.load_model(path, other)
+        assert_same(flat(other), flat(model))
+    assert checkpointing.resolve("rel/work") == tmp_path / "rel" / "work" / "best" / "5"
+    assert checkpointing.read_meta("rel/work")["note"] == "relative"
+
+
 def test_save_and_load_model_round_trip(trained, tmp_path):
     model, _ = trained
     path = checkpointing.save_model(tmp_path / "m", model, {"source": "test", "epoch": 3})
