@@ -136,8 +136,8 @@ def prepare(
     _check_models(settings)
     work.open(ident)
     pending = [v for v in videos if work.result(v.key) is None]
-    first = [v for v in pending if not (settings.reuse_landmarks and v.landmark_source)]
-    second = [v for v in pending if settings.reuse_landmarks and v.landmark_source]
+    first = [v for v in pending if not settings.reuses_landmarks(v)]
+    second = [v for v in pending if settings.reuses_landmarks(v)]
 
     t0 = time.time()
     if workers > 1 and "tensorflow" not in sys.modules:
@@ -249,6 +249,8 @@ def _summary(dataset, ident, results, shard_info, new_results) -> dict:
         videos[split] = {s: sum(r["status"] == s for r in rs) for s in ("ok", "partial", "skipped")}
         videos[split]["real"] = sum(r["written"] > 0 and r["label"] == records.LABEL_REAL for r in rs)
         videos[split]["fake"] = sum(r["written"] > 0 and r["label"] == records.LABEL_FAKE for r in rs)
+        # Faces cut with another video's landmarks (train-split FF++ fakes only): 0 on val/test.
+        counts[split]["reused_landmarks"] = sum(r.get("reused_landmarks", 0) for r in rs)
     written = sum(r["written"] for r in new_results)
     return {
         "dataset": dataset,
@@ -273,8 +275,19 @@ def _description(summary: dict) -> str:
         f"{summary['dataset']} face crops by mat_jax data_prep {summary['version']}: one aligned face per "
         f"sampled frame ({s['crop']['recipe']} recipe, {s['crop']['size']} px, "
         f"margin {s['crop']['margin_scale']}), "
-        f"detector {s['detector']}, {s['landmarks']}; train sampling {s['train_sampling']}, "
+        f"detector {s['detector']}, {s['landmarks']}; {_reuse_text(s)}; "
+        f"train sampling {s['train_sampling']}, "
         f"eval sampling {s['eval_sampling']}. Counts: {json.dumps(summary['counts'])}"
+    )
+
+
+def _reuse_text(s: dict) -> str:
+    splits = s.get("landmark_reuse_splits") or []
+    if not splits:
+        return "landmarks detected on every video"
+    return (
+        f"{'/'.join(splits)} fakes reuse their source real video's landmarks, "
+        "other splits detect on every video"
     )
 
 
@@ -298,13 +311,13 @@ def _write_report(path: str, results: list[dict]) -> None:
 
 
 def _print_summary(summary: dict, out: str, log) -> None:
-    log(f"prepared {summary['dataset']} into {out}")
+    log(f"prepared {summary['dataset']} into {out} ({_reuse_text(summary['settings'])})")
     for split, c in summary["counts"].items():
         v = summary["videos"][split]
         log(
             f"  {split:5s}: {c['total']} faces ({c['real']} real, {c['fake']} fake) from {v['real']} real + "
             f"{v['fake']} fake videos; {v['skipped']} skipped, {v['partial']} partial; "
-            f"per method {c['methods']}"
+            f"per method {c['methods']}; {c.get('reused_landmarks', 0)} faces with reused landmarks"
         )
     skipped = sum(v["skipped"] for v in summary["videos"].values())
     partial = sum(v["partial"] for v in summary["videos"].values())
@@ -381,7 +394,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no_reuse_landmarks",
         action="store_true",
-        help="detect faces in FF++ fakes too, instead of reusing their source real video's landmarks",
+        help="detect faces in FF++ train fakes too, instead of reusing their source real video's "
+        "landmarks (val/test fakes always detect their own, as a deployed detector must)",
     )
     p.add_argument("--methods", default="", help="comma-separated FF++ methods; default: all present")
     p.add_argument("--splits", default="", help="comma-separated splits to prepare; default: all")

@@ -2,6 +2,13 @@
 
 Runs inside the worker processes of `build`; never imports TensorFlow (records are
 serialised by `mat_jax.records.encode`, which writes the protobuf bytes itself).
+
+`face_crops` (frames -> detected, aligned and encoded faces) is also what
+`mat_jax.predict` runs on a new video, with the `Settings` read back from the records'
+summary, so a deployed detector sees exactly the pixels evaluation saw. Landmark reuse
+(FF++ fakes taking their source real video's landmarks, the official recipe) is for the
+train split only: a deployed detector only ever has the landmarks it finds on the video
+itself, and val/test must measure that.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from data_prep.sources import Video
 from mat_jax import records
 
 IMAGE_FORMATS = ("jpeg", "png")
+# Splits whose FF++ fakes may reuse their real video's landmarks (with `reuse_landmarks`).
+REUSE_SPLITS = ("train",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +64,17 @@ class Settings:
     def sampling(self, split: str) -> frames_lib.Sampling:
         return self.train_sampling if split == "train" else self.eval_sampling
 
+    def reuses_landmarks(self, video: Video) -> bool:
+        """Whether `video` takes its landmarks from `video.landmark_source` instead of detecting."""
+        return self.reuse_landmarks and video.split in REUSE_SPLITS and bool(video.landmark_source)
+
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["methods"] = list(self.methods) if self.methods is not None else None
         d["splits"] = list(self.splits)
+        # Part of the build's identity, so a build begun when every split reused resumes into
+        # a mismatch error rather than into records with mixed geometry.
+        d["landmark_reuse_splits"] = [s for s in REUSE_SPLITS if self.reuse_landmarks and s in self.splits]
         r = self.crop_recipe()
         d["crop"] = {
             "recipe": r.name,
@@ -69,6 +85,69 @@ class Settings:
         }
         d["landmarks"] = "dlib 68-point shape predictor (face_recognition_models)"
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Settings:
+        """The settings of `to_json(...)` (e.g. a records summary's "settings"); extra keys ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("train_sampling", "eval_sampling"):
+            if isinstance(kw.get(k), dict):
+                kw[k] = frames_lib.Sampling(**kw[k])
+        if kw.get("methods") is not None:
+            kw["methods"] = tuple(kw["methods"])
+        if "splits" in kw:
+            kw["splits"] = tuple(kw["splits"])
+        return cls(**kw)
+
+
+@dataclasses.dataclass
+class FaceCrop:
+    """One sampled frame's face as it goes into a record."""
+
+    index: int  # frame index in the video
+    image: bytes  # the encoded aligned crop, the record's `image`
+    landmarks: np.ndarray  # (68, 2) in crop pixels
+    frame_landmarks: np.ndarray  # (68, 2) in frame pixels
+    matrix: np.ndarray  # 2x3 frame -> crop
+    box: tuple[float, float, float, float] | None  # detector box; None when landmarks were reused
+
+
+def face_crop(
+    frame: np.ndarray, lm68: np.ndarray, settings: Settings
+) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(encoded crop, landmarks in crop pixels, 2x3 matrix): a whole RGB frame and its face's
+    68 landmarks -> the bytes a record stores, under the recipe and encoding of `settings`."""
+    crop, lm_crop, m = align_lib.align(frame, lm68, settings.crop_recipe())
+    return encode_image(crop, settings), lm_crop, m
+
+
+def face_crops(
+    indices: list[int],
+    frames: dict[int, np.ndarray],
+    settings: Settings,
+    finder: FaceFinder,
+    reused: dict[int, np.ndarray] | None = None,
+) -> list[FaceCrop]:
+    """The faces of one video's sampled frames, in order; frames without a face are left out.
+
+    Landmarks come from `reused` where it has the frame, else from `finder`, which is reset
+    first: it tracks the face size from frame to frame, so the same frames in the same order
+    give the same detections in `build` and in `predict`.
+    """
+    reused = reused or {}
+    finder.reset()
+    out = []
+    for i in indices:
+        lm, box = reused.get(i), None
+        if lm is None:
+            face = finder.find(frames[i])
+            if face is None:
+                continue
+            lm, box = face.landmarks, face.box
+        image, lm_crop, m = face_crop(frames[i], lm, settings)
+        out.append(FaceCrop(i, image, lm_crop, np.asarray(lm, np.float32), m, box))
+    return out
 
 
 def encode_image(rgb: np.ndarray, settings: Settings) -> bytes:
@@ -128,37 +207,26 @@ def _process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir
     shape = next(iter(frames.values())).shape
 
     reused: dict[int, np.ndarray] = {}
-    if settings.reuse_landmarks and video.landmark_source:
+    if settings.reuses_landmarks(video):
         cached = work.load_landmarks(video.landmark_source.replace("/", "__"))
         if cached is not None and tuple(cached["shape"]) == shape:
             reused = dict(zip(cached["indices"].tolist(), cached["landmarks"]))
 
     masks = frames_lib.read_at(video.mask_path, indices) if video.mask_path else {}
-    finder.reset()
-    serialized, found_idx, found_lm = [], [], []
-    for i in indices:
-        frame = frames[i]
-        lm = reused.get(i)
-        if lm is not None:
-            result["reused_landmarks"] += 1
-        else:
-            face = finder.find(frame)
-            if face is None:
-                continue
-            lm = face.landmarks
-        found_idx.append(i)
-        found_lm.append(lm)
-        crop, lm_crop, m = align_lib.align(frame, lm, recipe)
-        mask = _mask_png(masks[i], m, recipe) if i in masks else b""
+    crops = face_crops(indices, frames, settings, finder, reused)
+    result["reused_landmarks"] = sum(c.box is None for c in crops)
+    serialized = []
+    for c in crops:
+        mask = _mask_png(masks[c.index], c.matrix, recipe) if c.index in masks else b""
         rec = records.FaceRecord(
-            image=encode_image(crop, settings),
+            image=c.image,
             label=video.label,
             dataset=video.dataset,
             split=video.split,
             method=video.method,
             video_id=video.video_id,
-            frame_index=i,
-            landmarks=lm_crop,
+            frame_index=c.index,
+            landmarks=c.landmarks,
             mask=mask,
         )
         serialized.append(records.encode(rec))
@@ -169,9 +237,11 @@ def _process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir
             f"(detector '{settings.detector}'; if a face is there but small or turned, try --detector=cnn)"
         )
         return
-    if settings.reuse_landmarks and video.label == records.LABEL_REAL:
+    if settings.reuse_landmarks and video.split in REUSE_SPLITS and video.label == records.LABEL_REAL:
         # Kept for the fakes made from this real video (FF++: a_* reuse a's landmarks).
-        work.save_landmarks(video.key, np.array(found_idx), np.stack(found_lm), shape)
+        work.save_landmarks(
+            video.key, np.array([c.index for c in crops]), np.stack([c.frame_landmarks for c in crops]), shape
+        )
     result["bytes"] = work.write_part(video.key, serialized)
     result["written"] = len(serialized)
     missing = len(indices) - len(serialized)

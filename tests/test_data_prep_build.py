@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import align, build, demo, faces, frames
+from data_prep import align, build, demo, faces, frames, worker
 from mat_jax import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,16 +131,44 @@ def test_crops_are_the_aligned_faces_of_the_tree(tree, prepared):
     assert np.median(corr) > 0.97 and np.mean(corr > 0.9) >= 0.85, np.sort(corr)[:5]
 
 
-def test_fakes_reuse_their_real_videos_landmarks(prepared):
-    _, recs = prepared
+def test_train_fakes_reuse_their_real_videos_landmarks_eval_fakes_detect_their_own(prepared):
+    out, recs = prepared
     by_key = {(r.video_id, r.frame_index): r.landmarks for s in recs.values() for r in s}
-    pairs = 0
-    for (vid, i), lm in by_key.items():
-        if vid.startswith("SBI/"):
-            real = by_key[(f"original/c23/{vid.split('/')[-1].split('_')[0]}", i)]
-            np.testing.assert_array_equal(lm, real)
-            pairs += 1
+    pairs, differ = 0, {}
+    for split, rs in recs.items():
+        for r in rs:
+            if r.video_id.startswith("SBI/"):
+                real = by_key[(f"original/c23/{r.video_id.split('/')[-1].split('_')[0]}", r.frame_index)]
+                if split == "train":
+                    np.testing.assert_array_equal(r.landmarks, real)
+                else:
+                    differ[split] = differ.get(split, False) or not np.array_equal(r.landmarks, real)
+                pairs += 1
     assert pairs == sum(r.label for s in recs.values() for r in s)
+    assert differ == {"val": True, "test": True}  # found on the fake itself, not copied
+    summary = records.load_summary(out)
+    assert summary["settings"]["landmark_reuse_splits"] == ["train"]
+    reused = {s: summary["counts"][s]["reused_landmarks"] for s in records.SPLITS}
+    assert reused == {"train": sum(r.label for r in recs["train"]), "val": 0, "test": 0}
+
+
+def test_a_test_video_through_face_crops_gives_its_records_bytes(tree, prepared):
+    """`face_crops` with the summary's settings (what predict runs) reproduces the records."""
+    root, _, _ = tree
+    out, recs = prepared
+    settings = build.Settings.from_json(records.load_summary(out)["settings"])
+    assert settings.to_json() == {k: v for k, v in records.load_summary(out)["settings"].items()
+                                  if k not in ("tool_version", "limit")}
+    fake = next(r.video_id for r in recs["test"] if r.label == 1)
+    path = f"{root}/ffpp/manipulated_sequences/SBI/c23/videos/{fake.split('/')[-1]}.mp4"
+    idx, got = frames.read_sampled(path, settings.sampling("test"))
+    finder = faces.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    crops = worker.face_crops(idx, got, settings, finder)
+    stored = {r.frame_index: r for r in recs["test"] if r.video_id == fake}
+    assert [c.index for c in crops] == sorted(stored) and all(c.box is not None for c in crops)
+    for c in crops:
+        assert c.image == stored[c.index].image  # byte-identical crop, JPEG included
+        np.testing.assert_array_equal(c.landmarks, stored[c.index].landmarks)
 
 
 def test_tfds_reads_the_prepared_folder(prepared):
