@@ -106,6 +106,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.color_jitter = 0.0
     data.jpeg_quality = (0, 0)  # (lo, hi) re-compression; (0, 0) off
     data.blur_prob = 0.0
+    # Alignment jitter (off in the official recipe): a random similarity transform of each
+    # training crop, as a fresh landmark detection would move it. Max shift (fraction of the
+    # crop side, per axis), max scale change (scale in [1/(1+s), 1+s]), max rotation (degrees).
+    data.jitter_shift = 0.0
+    data.jitter_scale = 0.0
+    data.jitter_rotation = 0.0
 
     # ------------------------------------------------------------------ schedule
     config.train = train = ml_collections.ConfigDict()

@@ -110,6 +110,13 @@ class _Augment:
     color_jitter: float
     jpeg_quality: tuple[int, int]
     blur_prob: float
+    jitter_shift: float = 0.0
+    jitter_scale: float = 0.0
+    jitter_rotation: float = 0.0
+
+    @property
+    def jitter(self) -> bool:
+        return self.jitter_shift > 0 or self.jitter_scale > 0 or self.jitter_rotation > 0
 
     @classmethod
     def from_config(cls, config) -> _Augment:
@@ -125,6 +132,14 @@ class _Augment:
             raise ValueError(
                 f"config.data.color_jitter must be >= 0 and blur_prob in [0, 1], got {jitter}, {blur}"
             )
+        shift, scale, rotation = (
+            float(d.get(k, 0.0)) for k in ("jitter_shift", "jitter_scale", "jitter_rotation")
+        )
+        if not (0 <= shift <= 0.25 and 0 <= scale <= 0.5 and 0 <= rotation <= 45):
+            raise ValueError(
+                "config.data.jitter_shift must be in [0, 0.25] (fraction of the crop side), jitter_scale in "
+                f"[0, 0.5] and jitter_rotation in [0, 45] (degrees), got {shift}, {scale}, {rotation}"
+            )
         return cls(
             image_size=int(config.model.image_size),
             hflip=bool(d.get("hflip", True)),
@@ -132,6 +147,9 @@ class _Augment:
             color_jitter=jitter,
             jpeg_quality=(lo, hi),
             blur_prob=blur,
+            jitter_shift=shift,
+            jitter_scale=scale,
+            jitter_rotation=rotation,
         )
 
 
@@ -274,13 +292,21 @@ def _decode_window(image_bytes: tf.Tensor, window_fn) -> tf.Tensor:
         return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
 
     def other():
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-        shape = tf.shape(image)
-        y, x, h, w = window_fn(shape[0], shape[1])
-        return image[y : y + h, x : x + w, :]
+        return _window(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), window_fn)
 
     is_jpeg = tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)) == _JPEG_MAGIC
     return tf.cond(is_jpeg, jpeg, other)
+
+
+def _window(image: tf.Tensor, window_fn) -> tf.Tensor:
+    """The window `window_fn(h, w) -> (y, x, hh, ww)` of a decoded image."""
+    shape = tf.shape(image)
+    y, x, h, w = window_fn(shape[0], shape[1])
+    return image[y : y + h, x : x + w, :]
+
+
+def _decode(image_bytes: tf.Tensor) -> tf.Tensor:
+    return _decode_window(image_bytes, lambda h, w: (0, 0, h, w))
 
 
 def _resize_u8(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -297,9 +323,9 @@ def _resize_u8(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
-def _centre(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
-    """The deterministic crop: centre S x S if the image is at most _CROP_SLACK * S, else the centre
-    square resized to S."""
+def _centre_window(size: int):
+    """The deterministic crop's window: centre S x S if the image is at most _CROP_SLACK * S,
+    else the centre square (resized to S afterwards)."""
 
     def window(h, w):
         side = tf.minimum(h, w)
@@ -307,15 +333,41 @@ def _centre(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
         c = tf.where(crop_only, size, side)
         return (h - c) // 2, (w - c) // 2, c, c
 
-    image = _decode_window(image_bytes, window)
+    return window
+
+
+def _to_size(image: tf.Tensor, size: int) -> tf.Tensor:
     already = tf.reduce_all(tf.shape(image)[:2] == size)
     image = tf.cond(already, lambda: image, lambda: _resize_u8(image, size))
     return tf.ensure_shape(image, [size, size, 3])
 
 
+def _centre(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
+    """The deterministic crop: centre S x S if the image is at most _CROP_SLACK * S, else the centre
+    square resized to S."""
+    return _to_size(_decode_window(image_bytes, _centre_window(size)), size)
+
+
 def preprocess_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Encoded image -> uint8 (S, S, 3): decode and centre crop/resize, no randomness."""
     return _centre(image_bytes, int(image_size))
+
+
+def eval_images(encoded: Sequence[bytes], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded face crops -> (uint8 (n, S, S, 3), float32 model inputs in [-1, 1]).
+
+    The per-record ops of `create_eval_iterator` (`preprocess_eval`, then `normalize` on the
+    batch), for crops that are not in records: `mat_jax.predict` scores a new video's faces
+    exactly as evaluation scores the records' faces.
+    """
+    if not encoded:
+        size = int(image_size)
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size, 3), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(encoded), tf.string))
+    ds = ds.map(lambda b: preprocess_eval(b, image_size), deterministic=True).batch(len(encoded))
+    ds = ds.map(lambda b: (b, normalize(b))).with_options(_options())
+    pixels, images = next(iter(ds.as_numpy_iterator()))
+    return pixels, images
 
 
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
@@ -332,9 +384,47 @@ def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
     return out[0]
 
 
+def _align_jitter(image: tf.Tensor, seed: tf.Tensor, aug: _Augment) -> tf.Tensor:
+    """A random similarity transform of a whole decoded crop about its centre: shift up to
+    `jitter_shift` of the side per axis, scale log-uniform in [1/(1+s), 1+s], rotation up
+    to `jitter_rotation` degrees; bilinear, edges reflected.
+
+    The crops were aligned with landmarks that a new detection (another frame, a fake's own
+    face, a deployed detector) puts a little elsewhere; this teaches the model that much
+    slack. It runs on the record's crop before the final resize, so the resampling blur is
+    shrunk with it.
+    """
+    u = tf.random.stateless_uniform([4], seed, minval=-1.0, maxval=1.0)
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    side = tf.minimum(h, w)
+    tx, ty = aug.jitter_shift * side * u[0], aug.jitter_shift * side * u[1]
+    scale = tf.pow(1.0 + aug.jitter_scale, u[2])
+    theta = aug.jitter_rotation * (math.pi / 180.0) * u[3]
+    # The op maps output pixels to input pixels (centres at integer coordinates): the inverse
+    # of p -> c + scale * R(theta) (p - c) + t.
+    cos, sin = tf.cos(theta) / scale, tf.sin(theta) / scale
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    ox, oy = cx + tx, cy + ty
+    transform = tf.stack(
+        [cos, sin, cx - cos * ox - sin * oy, -sin, cos, cy + sin * ox - cos * oy, 0.0, 0.0]
+    )
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(image, tf.float32)[None],
+        transforms=transform[None],
+        output_shape=shape[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )[0]
+    return tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
+
+
 def _augment(image_bytes: tf.Tensor, seed: tf.Tensor, aug: _Augment) -> tf.Tensor:
     size = aug.image_size
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+    # The whole crop is decoded (no JPEG window decoding) so the shift can bring its edges in.
+    jittered = _align_jitter(_decode(image_bytes), seeds[5], aug) if aug.jitter else None
 
     if aug.random_resized_crop:
 
@@ -351,7 +441,12 @@ def _augment(image_bytes: tf.Tensor, seed: tf.Tensor, aug: _Augment) -> tf.Tenso
             )
             return begin[0], begin[1], extent[0], extent[1]
 
-        image = _resize_u8(_decode_window(image_bytes, window), size)
+        if aug.jitter:
+            image = _resize_u8(_window(jittered, window), size)
+        else:
+            image = _resize_u8(_decode_window(image_bytes, window), size)
+    elif aug.jitter:
+        image = _to_size(_window(jittered, _centre_window(size)), size)
     else:
         image = _centre(image_bytes, size)
 
@@ -388,8 +483,10 @@ def _augment(image_bytes: tf.Tensor, seed: tf.Tensor, aug: _Augment) -> tf.Tenso
 def preprocess_train(image_bytes: tf.Tensor, seed: tf.Tensor, config) -> tf.Tensor:
     """Encoded image -> augmented uint8 (S, S, 3), a pure function of (bytes, seed, config).
 
-    Order: crop (centre, or random resized if config.data.random_resized_crop), horizontal
-    flip (p 0.5, config.data.hflip), colour jitter (config.data.color_jitter strength),
+    Order: alignment jitter (a small random shift, scale and rotation of the whole crop,
+    config.data.jitter_shift / jitter_scale / jitter_rotation; off when all are 0), crop
+    (centre, or random resized if config.data.random_resized_crop), horizontal flip (p 0.5,
+    config.data.hflip), colour jitter (config.data.color_jitter strength),
     Gaussian blur (p config.data.blur_prob, sigma in [0.1, 2]), JPEG re-compression (quality
     uniform in config.data.jpeg_quality, inclusive, every image when on). `seed` is a
     stateless seed, shape (2,) int.

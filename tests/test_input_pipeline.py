@@ -139,6 +139,9 @@ def _augmenting(root: str, **kw):
         color_jitter=0.3,
         jpeg_quality=(50, 90),
         blur_prob=0.5,
+        jitter_shift=0.05,
+        jitter_scale=0.05,
+        jitter_rotation=5.0,
         **kw,
     )
 
@@ -325,6 +328,50 @@ def test_flip_is_a_coin_per_image_and_off_when_disabled(face_root):
         off = ip.preprocess_train(tf.constant(b), seed(i), _config(face_root, image_size=32)).numpy()
         np.testing.assert_array_equal(off, p)
     assert 2 <= sum(flips) <= 8, flips
+
+
+def _dot_centre(image: np.ndarray) -> np.ndarray:
+    g = image[..., 0].astype(np.float64)
+    ys, xs = np.mgrid[: g.shape[0], : g.shape[1]]
+    return np.array([(g * xs).sum(), (g * ys).sum()]) / g.sum()
+
+
+def test_alignment_jitter_is_a_small_similarity_about_the_centre(face_root):
+    # 32 px crops with a 2x2 dot: at the centre (15.5, 15.5), and off it at (8.5, 24.5).
+    dots = []
+    for x, y in ((15, 15), (8, 24)):
+        rgb = np.zeros((32, 32, 3), np.uint8)
+        rgb[y : y + 2, x : x + 2] = 255
+        dots.append(tf.constant(_png(rgb)))
+    c = np.array([15.5, 15.5])
+    seeds = [tf.constant([i, 5], tf.int64) for i in range(8)]
+
+    def moved(dot, **jitter):
+        config = _config(face_root, image_size=32, **jitter)
+        before = _dot_centre(ip.preprocess_eval(dot, 32).numpy())
+        return before, np.array([_dot_centre(ip.preprocess_train(dot, s, config).numpy()) for s in seeds])
+
+    # Shift: up to 5 % of the side (1.6 px) per axis, a different draw per image.
+    before, after = moved(dots[0], jitter_shift=0.05)
+    delta = after - before
+    assert np.abs(delta).max() <= 1.6 + 0.1 and np.abs(delta).max() > 0.5 and delta.std(0).min() > 0.2
+    # Rotation up to 10 degrees about the centre: a centred dot stays, an outer one keeps its
+    # distance to the centre and moves along the circle by at most r * 10 degrees.
+    before, after = moved(dots[0], jitter_rotation=10.0)
+    assert np.abs(after - before).max() < 0.1
+    before, after = moved(dots[1], jitter_rotation=10.0)
+    r = np.linalg.norm(before - c)
+    np.testing.assert_allclose(np.linalg.norm(after - c, axis=1), r, atol=0.3)
+    arc = np.linalg.norm(after - before, axis=1)
+    assert arc.max() <= r * np.radians(10) + 0.1 and arc.max() > 0.5
+    # Scale in [1/1.1, 1.1] about the centre: an outer dot moves along its ray.
+    before, after = moved(dots[1], jitter_scale=0.1)
+    ratio = np.linalg.norm(after - c, axis=1) / r
+    assert ratio.min() >= 1 / 1.1 - 0.03 and ratio.max() <= 1.1 + 0.03 and ratio.max() - ratio.min() > 0.05
+    unit = (before - c) / r
+    np.testing.assert_allclose((after - c) @ unit / np.linalg.norm(after - c, axis=1), 1.0, atol=1e-3)
+    with pytest.raises(ValueError, match="jitter_shift must be in"):
+        ip.preprocess_train(dots[0], seeds[0], _config(face_root, image_size=32, jitter_rotation=90.0))
 
 
 def test_centre_crop_and_resize_match_an_independent_reference():
