@@ -62,7 +62,8 @@ def load_trained(checkpoint: str, config: ml_collections.ConfigDict | None = Non
 class Scorer:
     """Jitted eval forward over fixed-size batches (one compilation whatever the input count).
 
-    `__call__(images)` takes (n, S, S, 3) float32 in [-1, 1] and returns numpy arrays:
+    `__call__(images)` takes (n, S, S, 3) float32 in [-1, 1] (as `input_pipeline.eval_images` makes
+    them) and returns numpy arrays:
     `score` (n,) P(fake), `logits` (n, C) and, for MAT, `attention_maps` (n, h, w, M) and
     `feature_matrix` (n, M, N).
     """
@@ -100,7 +101,3 @@ class Scorer:
             raise ValueError("no images to score")
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-
-def normalise(rgb_uint8: np.ndarray) -> np.ndarray:
-    """uint8 RGB crops -> float32 in [-1, 1], as the input pipeline feeds the model."""
-    return (np.asarray(rgb_uint8, np.float32) / 255.0 - 0.5) / 0.5

@@ -364,7 +364,7 @@ def eval_images(encoded: Sequence[bytes], image_size: int) -> tuple[np.ndarray, 
         size = int(image_size)
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size, 3), np.float32)
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(encoded), tf.string))
-    ds = ds.map(lambda b: preprocess_eval(b, image_size), deterministic=True).batch(len(encoded))
+    ds = ds.map(lambda b: preprocess_eval(b, image_size)).batch(len(encoded))
     ds = ds.map(lambda b: (b, normalize(b))).with_options(_options())
     pixels, images = next(iter(ds.as_numpy_iterator()))
     return pixels, images

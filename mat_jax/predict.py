@@ -1,4 +1,4 @@
-"""Score videos and images with a trained MAT: faces found and aligned as data_prep does.
+"""Score videos and images with a trained MAT: the same pixels evaluation scores.
 
     python -m mat_jax.predict --workdir=DIR [--out=DIR] INPUT...
     python -m mat_jax.predict --checkpoint=CKPT --config=configs/ffpp.py INPUT...
@@ -10,6 +10,14 @@ attention overlay PNG (the M maps over the face of the most suspicious frames, a
 paper's figures) and, for videos, an annotated mp4 with a box and score per sampled
 frame. An input that cannot be read or has no face gets a message and the others are
 still scored. Needs the `prep` extra (face detection).
+
+One preprocessing path: the settings of the records the model was trained on (their
+`summary.json`, found through the model's `config.data.root` or `--records`) give the
+frame sampling of their eval split, the face detector, and the crop recipe and image
+encoding; frames go through data_prep's own `face_crops` (detect, align, encode as the
+records do) and the evaluation pipeline's own decode, resize and normalisation
+(`input_pipeline.eval_images`). So a video of a prepared test split scores here what
+evaluation's videos.csv says.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ class Frame:
     index: int
     image: np.ndarray  # RGB uint8, whole frame
     box: tuple[float, float, float, float] | None = None
-    crop: np.ndarray | None = None
+    crop: np.ndarray | None = None  # uint8 (S, S, 3): the face as the model sees it
 
 
 @dataclasses.dataclass
@@ -61,30 +69,55 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return out
 
 
-def crop_recipe(config, override: str = ""):
-    """The crop recipe the model was trained on: from its records' summary, else the config's size."""
-    from data_prep import align as align_lib
+def prep_settings(config, *, records_dir: str = "", recipe: str = "", num_frames: int = 0,
+                  detector: str = "", log=print):
+    """The data_prep settings that made the model's records (their summary.json), so that a new
+    video is sampled, detected, cropped and encoded as those records were.
+
+    `records_dir` defaults to `config.data.root`. Without a readable summary (a model imported
+    with mat-jax-import, records elsewhere) the crop is a guess: the "mat" recipe at 380 px,
+    else "bench" at the model's size, JPEG q95, 20 evenly spaced frames. `recipe`,
+    `num_frames` (evenly spaced) and `detector` override the records' choices.
+    """
+    from data_prep import frames as frames_lib
+    from data_prep.worker import Settings
 
     from mat_jax import records
 
     size = int(config.model.image_size)
-    if override:
-        return align_lib.RECIPES[override].with_overrides(size=size)
+    root = records_dir or str(config.data.get("root", ""))
     summary = None
-    root = str(config.data.get("root", ""))
     if root:
         try:
             summary = records.load_summary(root)
-        except Exception:  # noqa: BLE001 - an unreachable records dir only loses the hint
+        except Exception:  # noqa: BLE001 - unreachable storage only loses the records' settings
             summary = None
-    settings = (summary or {}).get("settings", {})
-    name = settings.get("recipe", "mat" if size == 380 else "bench")
-    recipe = align_lib.RECIPES[name].with_overrides(size=settings.get("size") or None,
-                                                    scale=settings.get("scale") or None)
-    return recipe
+    if summary is not None and "settings" in summary:
+        settings = Settings.from_json(summary["settings"])
+    else:
+        where = f"{root}/{records.SUMMARY_FILE}" if root else "config.data.root (empty)"
+        log(f"predict: no records summary at {where}: guessing the crop; pass --records=DIR (the "
+            "data_prep output the model was trained on) to score exactly as evaluation does")
+        settings = Settings(dataset=str(config.data.get("dataset", "") or "ffpp"),
+                            eval_sampling=frames_lib.Sampling(20),
+                            recipe="mat" if size == 380 else "bench", size=size)
+    if recipe:
+        settings = dataclasses.replace(settings, recipe=recipe, size=size, scale=0.0)
+    if num_frames:
+        settings = dataclasses.replace(settings, eval_sampling=frames_lib.Sampling(num_frames))
+    if detector:
+        settings = dataclasses.replace(settings, detector=detector)
+    r = settings.crop_recipe()
+    encoding = f"JPEG q{settings.jpeg_quality}" if settings.image_format == "jpeg" else "PNG"
+    sampling = settings.eval_sampling
+    spacing = f"stride {sampling.stride}" if sampling.stride else "evenly spaced"
+    log(f"predict: faces by {settings.detector}, '{r.name}' crop at {r.size} px, {encoding}; "
+        f"{sampling.num} frames {spacing} per video"
+        f"{f' (the settings of {root})' if summary is not None else ''}")
+    return settings
 
 
-def _read_frames(path: str, kind: str, num_frames: int) -> list[Frame]:
+def _read_frames(path: str, kind: str, settings) -> list[Frame]:
     import cv2
     from data_prep import frames as frames_lib
 
@@ -94,25 +127,25 @@ def _read_frames(path: str, kind: str, num_frames: int) -> list[Frame]:
             raise ValueError("cannot decode this image (corrupt or not an image)")
         return [Frame(0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))]
     try:
-        indices, frames = frames_lib.read_sampled(path, frames_lib.Sampling(num=num_frames))
+        # The records' val/test sampling: the frames evaluation scored.
+        indices, frames = frames_lib.read_sampled(path, settings.eval_sampling)
     except frames_lib.VideoError as e:
         raise ValueError(str(e)) from e
     return [Frame(i, frames[i]) for i in indices]
 
 
-def _find_faces(frames: list[Frame], finder, recipe, size: int) -> None:
-    import cv2
-    from data_prep import align as align_lib
+def _find_faces(frames: list[Frame], finder, settings, image_size: int) -> np.ndarray:
+    """Sets each frame's box and crop; returns the model inputs of the frames with a face."""
+    from data_prep.worker import face_crops
 
-    finder.reset()
-    for fr in frames:
-        face = finder.find(fr.image)
-        if face is None:
-            continue
-        crop, _, _ = align_lib.align(fr.image, face.landmarks, recipe)
-        if crop.shape[0] != size:
-            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-        fr.box, fr.crop = face.box, crop
+    from mat_jax import input_pipeline
+
+    faces = face_crops([f.index for f in frames], {f.index: f.image for f in frames}, settings, finder)
+    pixels, inputs = input_pipeline.eval_images([c.image for c in faces], image_size)
+    by_index = {f.index: f for f in frames}
+    for c, px in zip(faces, pixels):
+        by_index[c.index].box, by_index[c.index].crop = c.box, px
+    return inputs
 
 
 def _annotate(frame: Frame, score: float | None, threshold: float) -> np.ndarray:
@@ -129,10 +162,13 @@ def _annotate(frame: Frame, score: float | None, threshold: float) -> np.ndarray
     return img
 
 
-def predict_one(path: str, scorer, finder, recipe, *, image_size: int, num_frames: int, threshold: float,
+def predict_one(path: str, scorer, finder, settings, *, image_size: int, threshold: float,
                 out_dir: str | None, max_overlays: int = 4) -> Result:
-    """Scores one input; every failure becomes `Result.status`, never an exception."""
-    from mat_jax import inference, plots
+    """Scores one input; every failure becomes `Result.status`, never an exception.
+
+    `settings`: the data_prep `Settings` of the model's records (`prep_settings`).
+    """
+    from mat_jax import plots
 
     lower = path.lower()
     kind = "video" if lower.endswith(VIDEO_EXT) else "image" if lower.endswith(IMAGE_EXT) else "unknown"
@@ -147,16 +183,16 @@ def predict_one(path: str, scorer, finder, recipe, *, image_size: int, num_frame
         result.status = f"not a video ({', '.join(VIDEO_EXT)}) or image ({', '.join(IMAGE_EXT)}) file"
         return result
     try:
-        frames = _read_frames(path, kind, num_frames)
+        frames = _read_frames(path, kind, settings)
     except ValueError as e:
         result.status = f"unreadable: {e}"
         return result
-    _find_faces(frames, finder, recipe, image_size)
+    inputs = _find_faces(frames, finder, settings, image_size)
     with_face = [f for f in frames if f.crop is not None]
     if not with_face:
         result.status = f"no face found in {len(frames)} sampled frame(s)"
         return result
-    out = scorer(inference.normalise(np.stack([f.crop for f in with_face])))
+    out = scorer(inputs)
     scores = {f.index: float(s) for f, s in zip(with_face, out["score"])}
     result.frames = [{"frame_index": f.index, "score": scores.get(f.index),
                       "box": [round(v, 1) for v in f.box] if f.box else None} for f in frames]
@@ -193,9 +229,14 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def run(inputs: list[str], checkpoint: str, *, config=None, out_dir: str | None = None, num_frames: int = 20,
-        threshold: float = 0.5, recipe: str = "", detector: str = "dlib", batch_size: int = 8) -> list[Result]:
-    """Python entry: scores every input and writes `predictions.json` (and pictures) into `out_dir`."""
+def run(inputs: list[str], checkpoint: str, *, config=None, out_dir: str | None = None, num_frames: int = 0,
+        threshold: float = 0.5, recipe: str = "", detector: str = "", records_dir: str = "",
+        batch_size: int = 8, log=print) -> list[Result]:
+    """Python entry: scores every input and writes `predictions.json` (and pictures) into `out_dir`.
+
+    `num_frames` 0 samples each video as the records' val/test split was sampled;
+    `detector` "" and `recipe` "" are the records' too (see `prep_settings`).
+    """
     try:
         from data_prep.faces import FaceFinder
     except ImportError as e:
@@ -205,14 +246,16 @@ def run(inputs: list[str], checkpoint: str, *, config=None, out_dir: str | None 
 
     trained = inference.load_trained(checkpoint, config)
     scorer = inference.Scorer(trained, batch_size=batch_size)
-    finder = FaceFinder(detector)
-    crop = crop_recipe(trained.config, recipe)
-    results = [predict_one(p, scorer, finder, crop, image_size=trained.image_size, num_frames=num_frames,
-                           threshold=threshold, out_dir=out_dir) for p in expand_inputs(inputs)]
+    settings = prep_settings(trained.config, records_dir=records_dir, recipe=recipe, num_frames=num_frames,
+                             detector=detector, log=log)
+    finder = FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    results = [predict_one(p, scorer, finder, settings, image_size=trained.image_size, threshold=threshold,
+                           out_dir=out_dir) for p in expand_inputs(inputs)]
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "predictions.json"), "w") as f:
             json.dump({"checkpoint": trained.path, "step": trained.meta.get("step"), "threshold": threshold,
+                       "preprocessing": settings.to_json(),
                        "results": [dataclasses.asdict(r) for r in results]}, f, indent=1)
     return results
 
@@ -225,10 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--checkpoint", help="a checkpoint directory (training step or mat-jax-import output)")
     p.add_argument("--config", default="", help="config file[:args]; needed for mat-jax-import checkpoints")
     p.add_argument("--out", default="predictions", help="folder for predictions.json and pictures")
-    p.add_argument("--frames", type=int, default=20, help="frames sampled evenly from each video")
+    p.add_argument("--frames", type=int, default=0,
+                   help="frames sampled evenly from each video; 0: as the records' val/test split")
     p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--recipe", default="", help="crop recipe override (mat or bench)")
-    p.add_argument("--detector", default="dlib", help="face detector backend: dlib, haar or cnn")
+    p.add_argument("--records", default="",
+                   help="the data_prep output the model was trained on (its summary.json gives the "
+                   "sampling, detector and crop); default: the model config's data.root")
+    p.add_argument("--recipe", default="", help="crop recipe override (mat or bench); default: the records'")
+    p.add_argument("--detector", default="",
+                   help="face detector override (dlib, haar, cnn); default: the records'")
     args = p.parse_args(argv)
     config = None
     if args.config:
@@ -237,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     try:
         results = run(args.inputs, args.workdir or args.checkpoint, config=config, out_dir=args.out,
-                      num_frames=args.frames, threshold=args.threshold, recipe=args.recipe, detector=args.detector)
+                      num_frames=args.frames, threshold=args.threshold, recipe=args.recipe,
+                      detector=args.detector, records_dir=args.records)
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 2

@@ -82,6 +82,42 @@ def test_predict_video_and_image_folder(demo_run, tmp_path):
     assert by_name["missing.mp4"]["status"] == "no such file"
 
 
+def test_predict_on_the_test_videos_equals_the_evaluation(demo_run):
+    """predict samples, detects, crops and scores a test video as the records and evaluation did."""
+    import csv
+
+    from mat_jax import predict
+
+    workdir, _ = demo_run
+    summary = json.loads((workdir / "demo_data" / "records" / "summary.json").read_text())
+    # The test split is cut with landmarks found on each video, as predict must.
+    assert summary["counts"]["test"]["reused_landmarks"] == 0 and summary["counts"]["train"]["reused_landmarks"]
+    ev = workdir / "eval" / "test"
+    with open(ev / "videos.csv") as f:
+        videos = {r["video_id"]: r for r in csv.DictReader(f)}
+    frames: dict[str, dict[int, float]] = {}
+    with open(ev / "frames.csv") as f:
+        for r in csv.DictReader(f):
+            frames.setdefault(r["video_id"], {})[int(r["frame_index"])] = float(r["score"])
+    raw = workdir / "demo_data" / "raw" / "ffpp"
+    folder = {"original": "original_sequences/youtube", "SBI": "manipulated_sequences/SBI"}
+    paths = {}
+    for vid in videos:  # "SBI/c23/004_005" -> .../manipulated_sequences/SBI/c23/videos/004_005.mp4
+        method, quality, name = vid.split("/")
+        paths[str(raw / folder[method] / quality / "videos" / f"{name}.mp4")] = vid
+    assert {v.split("/")[0] for v in videos} == {"original", "SBI"}
+
+    results = predict.run(sorted(paths), str(workdir), log=lambda *_: None)  # frames: the records'
+    for r in results:
+        vid = paths[r.path]
+        assert r.status == "ok", (vid, r.status)
+        scored = {f["frame_index"]: f["score"] for f in r.frames if f["score"] is not None}
+        assert len(scored) == int(videos[vid]["num_frames"]) and scored.keys() == frames[vid].keys(), vid
+        np.testing.assert_allclose([scored[i] for i in sorted(scored)],
+                                   [frames[vid][i] for i in sorted(scored)], atol=1e-3, err_msg=vid)
+        assert abs(r.score - float(videos[vid]["score"])) < 1e-3, (vid, r.score, videos[vid]["score"])
+
+
 def test_export_bundle_and_saved_model(demo_run, tmp_path):
     import tensorflow as tf
 
