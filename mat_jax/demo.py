@@ -57,3 +57,11 @@ def summary_table(results: dict) -> str:
         if r:
             lines.append(f"{level:<6} {r['acc']:>7.4f} {r['auc']:>7.4f} {r['eer']:>7.4f} {int(r['n']):>6}")
     return "\n".join(lines)
+
+
+def time_split(times: dict[str, float], total: float, data: float | None) -> str:
+    """One line: where a run's wall-clock time went (data preparation, compile, train, eval)."""
+    parts = [("data", data)] if data is not None else []
+    parts += [(k, times.get(k)) for k in ("compile", "train", "eval")]
+    text = ", ".join(f"{name} {secs:.0f} s" for name, secs in parts if secs is not None)
+    return f"time: {total:.0f} s in all ({text}; the rest is start-up and checkpoints)"

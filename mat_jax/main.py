@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Mapping
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from mat_jax import logs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (`path.py[:arg]`).", lock_config=True)
@@ -59,6 +62,7 @@ def distributed_init_args(environ: Mapping[str, str]) -> dict | None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logs.quiet_console(verbose=FLAGS["verbosity"].present)
     # TensorFlow (tf.data only) must not grab the accelerators that belong to JAX.
     import tensorflow as tf
 
@@ -71,6 +75,9 @@ def main(argv) -> None:
     init_args = distributed_init_args(os.environ)
     if init_args is not None:
         jax.distributed.initialize(**init_args)
+    log_file = logs.to_file(FLAGS.workdir, process_index=jax.process_index())
+    if log_file and jax.process_index() == 0:
+        print(f"full log: {log_file} (--verbosity=0 shows it on the console)", flush=True)
     logging.info(
         "JAX process %d of %d; local devices %s; %d devices in all",
         jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count(),
@@ -79,10 +86,13 @@ def main(argv) -> None:
     from mat_jax import evaluate, train  # after distributed initialisation
 
     if FLAGS.mode == "train":
+        t_start = time.perf_counter()
+        data_secs = None
         if "demo" in FLAGS.config:  # configs/demo.py: build and prepare the offline demo data first
             from mat_jax import demo
 
             demo.ensure_data(FLAGS.config, FLAGS.workdir)
+            data_secs = time.perf_counter() - t_start
         try:
             summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         except train.Interrupted as e:
@@ -95,6 +105,9 @@ def main(argv) -> None:
             print(f"\n{split} split, best checkpoint (step {summary['best'].get('step')}):", flush=True)
             print(demo.summary_table(summary["final_eval"]), flush=True)
             print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
+            from mat_jax import demo
+
+            print(demo.time_split(summary["times"], time.perf_counter() - t_start, data_secs), flush=True)
     else:
         evaluate.evaluate_checkpoint(
             FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split

@@ -27,6 +27,7 @@ import json
 import math
 import signal
 import threading
+import time
 from typing import Any, Callable, Mapping
 
 import jax
@@ -392,6 +393,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             history.append((step, means))
             writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
 
+        # Wall-clock split of this call (the demo prints it): compile is the first step's
+        # call, eval every evaluation, train the rest of the loop.
+        times = {"compile": 0.0, "train": 0.0, "eval": 0.0}
+        t_loop = time.perf_counter()
         try:
             stop.install()
             logging.info("training from step %d to %d", start_step, num_steps)
@@ -400,7 +405,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 with report_progress.timed("data"):
                     host_batch = next(train_iter)
                 with report_progress.timed("train_step"):
+                    t_step = time.perf_counter()
                     state, metrics = train_step(state, parallel.global_batch(host_batch, mesh))
+                    if step == start_step + 1:  # the first call traces and compiles
+                        times["compile"] = time.perf_counter() - t_step
                 pending.append((step, metrics))
                 for hook in hooks:
                     hook(step)
@@ -411,7 +419,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     flush_metrics(step)  # raises on NaN/Inf, before the save below
                 if is_eval:
                     with report_progress.timed("eval"):
+                        t_eval = time.perf_counter()
                         results = evaluator.run(model_state(state), eval_split, workdir=workdir, step=step)
+                        times["eval"] += time.perf_counter() - t_eval
                     flat = _flatten_metrics(results)
                     writer.write_scalars(step, {f"{eval_split}/{k}": v for k, v in flat.items()})
                     value = flat.get(best["metric"])
@@ -437,12 +447,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             flush_metrics(step)
             mngr.wait()
             writer.flush()
+            times["train"] = time.perf_counter() - t_loop - times["compile"] - times["eval"]
 
             # ------------------------------------------------------------- Final evaluation
             fingerprint = params_fingerprint(model_state(state))
             logging.info("process %d: final parameters sha256 %s", jax.process_index(), fingerprint)
             summary: dict[str, Any] = {
-                "step": step, "history": history, "best": dict(best), "params_sha256": fingerprint
+                "step": step, "history": history, "best": dict(best), "params_sha256": fingerprint,
+                "times": times,
             }
             final_split = str(config.train.get("final_eval_split", ""))
             if final_split:
@@ -451,10 +463,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if best_step is not None:
                     checkpointing.load_model(mngr.best_directory, model)
                     logging.info("final %s eval of the best checkpoint, step %d", final_split, best_step)
+                t_eval = time.perf_counter()
                 results = evaluator.run(
                     nnx.state(model), final_split, workdir=workdir, step=best_step if best_step else step,
                     attention_examples=8,
                 )
+                times["eval"] += time.perf_counter() - t_eval
                 flat = _flatten_metrics(results)
                 writer.write_scalars(step, {f"{final_split}/{k}": v for k, v in flat.items()})
                 summary["final_eval"] = results
