@@ -11,6 +11,11 @@ else the process's peak resident set size (CPU). The pipeline figure is
 `input_pipeline.benchmark` over TFRecords: `--records`, or a temporary set of JPEG face
 crops written at the config's size + 4 px (as data_prep writes 384 px crops for 380 px).
 The batch is synthetic for the steps, so the step figures exclude the pipeline.
+
+`--reference=PATH` times the same steps of the official PyTorch code in a checkout at PATH
+beside ours, interleaved (see mat_jax/bench_reference.py):
+
+    python -m mat_jax.bench --reference=PATH --json=compare.json   # B4, 380 px, batch 4
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any
@@ -38,9 +44,16 @@ flags.DEFINE_integer("pipeline_batches", 20, "Batches timed in the pipeline benc
 flags.DEFINE_integer("pipeline_batch", 32, "Global batch of the pipeline benchmark.")
 flags.DEFINE_list("what", ["train", "train_no_agda", "eval", "pipeline"], "What to measure.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_string("reference", None, "Checkout of the official PyTorch code (yoctta/multiple-attention): "
+                    "time its steps beside ours, interleaved (mat_jax/bench_reference.py).")  # fmt: skip
+flags.DEFINE_integer("reference_steps", 5, "--reference: timed steps per side and case (median reported).")
+flags.DEFINE_integer("reference_warmup", 1, "--reference: untimed steps per side and case before timing.")
+flags.DEFINE_bool("reference_memory", False, "--reference: also measure each side's peak memory alone in a "
+                  "fresh subprocess (builds and compiles everything again).")  # fmt: skip
+flags.DEFINE_enum("reference_probe", None, ["ours", "official"], "Internal to --reference_memory.")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -54,7 +67,7 @@ def _cpu_model() -> str:
 def device_description() -> str:
     d = jax.devices()[0]
     host = f"{jax.local_device_count()} x {d.device_kind}" if d.platform != "cpu" else "CPU"
-    return (f"{d.platform}: {host}, {jax.device_count()} device(s); host {_cpu_model()}, "
+    return (f"{d.platform}: {host}, {jax.device_count()} device(s); host {cpu_model()}, "
             f"{os.cpu_count()} cores")  # fmt: skip
 
 
@@ -74,16 +87,20 @@ def _flops(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
+def synthetic_host_batch(config, batch: int) -> dict[str, np.ndarray]:
+    """Images uniform in [-1, 1] (B, S, S, 3) and alternating labels: the benchmarks' fixed batch."""
+    rng = np.random.default_rng(0)
+    size = int(config.model.image_size)
+    return {
+        "image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
+        "label": (np.arange(batch) % 2).astype(np.int32),
+    }
+
+
 def _synthetic_batch(config, batch: int, mesh) -> dict[str, jax.Array]:
     from mat_jax import parallel
 
-    rng = np.random.default_rng(0)
-    size = int(config.model.image_size)
-    host = {
-        "image": rng.uniform(-1, 1, (batch // jax.process_count(), size, size, 3)).astype(np.float32),
-        "label": (np.arange(batch // jax.process_count()) % 2).astype(np.int32),
-    }
-    return parallel.global_batch(host, mesh)
+    return parallel.global_batch(synthetic_host_batch(config, batch // jax.process_count()), mesh)
 
 
 def _time(fn, steps: int) -> float:
@@ -95,8 +112,13 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench_train(config, *, batch: int, steps: int, agda: bool) -> dict[str, Any]:
-    """One stage-2 train step (stage of the config) with AGDA on or off."""
+def build_train(config, *, batch: int, agda: bool) -> tuple[Any, dict[str, Any]]:
+    """(run, info) for one stage-2 train step (stage of the config) with AGDA on or off.
+
+    `run()` dispatches one compiled step on a fixed synthetic batch, carrying the state
+    forward, and returns its metrics without waiting; `info` has init and compile times and
+    XLA's FLOP count. Kept apart from the timing so `bench_reference` can interleave it.
+    """
     from mat_jax import parallel, train
 
     config = config.copy_and_resolve_references()
@@ -114,27 +136,34 @@ def bench_train(config, *, batch: int, steps: int, agda: bool) -> dict[str, Any]
         t0 = time.perf_counter()
         compiled = step.lower(state, data).compile()
         compile_s = time.perf_counter() - t0
-        flops = _flops(compiled)
-        holder = {"state": state}
+    holder = {"state": state}
 
-        def run():
-            holder["state"], metrics = compiled(holder["state"], data)
-            return metrics
+    def run():
+        holder["state"], metrics = compiled(holder["state"], data)
+        return metrics
 
-        t0 = time.perf_counter()
-        jax.block_until_ready(run())
-        first_s = time.perf_counter() - t0
-        sec = _time(run, steps)
+    return run, {"init_s": init_s, "compile_s": compile_s, "flops": _flops(compiled)}
+
+
+def bench_train(config, *, batch: int, steps: int, agda: bool) -> dict[str, Any]:
+    """One stage-2 train step (stage of the config) with AGDA on or off."""
+    run, info = build_train(config, batch=batch, agda=agda)
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    first_s = time.perf_counter() - t0
+    sec = _time(run, steps)
     mem, mem_source = peak_memory_bytes()
+    flops = info["flops"]
     return {
         "stage": config.stage, "agda": agda, "batch": batch, "image_size": int(config.model.image_size),
-        "init_s": init_s, "compile_s": compile_s, "first_step_s": first_s, "s_per_step": sec,
+        "init_s": info["init_s"], "compile_s": info["compile_s"], "first_step_s": first_s, "s_per_step": sec,
         "images_per_s": batch / sec, "gflops_per_image": flops / batch / 1e9 if flops else None,
         "peak_memory_gib": mem / 2**30, "memory_source": mem_source,
     }  # fmt: skip
 
 
-def bench_eval(config, *, batch: int, steps: int) -> dict[str, Any]:
+def build_eval(config, *, batch: int) -> tuple[Any, dict[str, Any]]:
+    """(run, info) for the compiled eval step; `run()` returns the scores without waiting."""
     from mat_jax import evaluate, parallel, train
 
     mesh = parallel.create_mesh()
@@ -145,12 +174,17 @@ def bench_eval(config, *, batch: int, steps: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         compiled = evaluator._step.lower(state, images).compile()
         compile_s = time.perf_counter() - t0
-        flops = _flops(compiled)
-        jax.block_until_ready(compiled(state, images))
-        sec = _time(lambda: compiled(state, images), steps)
+    return (lambda: compiled(state, images)), {"compile_s": compile_s, "flops": _flops(compiled)}
+
+
+def bench_eval(config, *, batch: int, steps: int) -> dict[str, Any]:
+    run, info = build_eval(config, batch=batch)
+    jax.block_until_ready(run())
+    sec = _time(run, steps)
     mem, mem_source = peak_memory_bytes()
+    flops = info["flops"]
     return {
-        "batch": batch, "compile_s": compile_s, "s_per_step": sec, "images_per_s": batch / sec,
+        "batch": batch, "compile_s": info["compile_s"], "s_per_step": sec, "images_per_s": batch / sec,
         "gflops_per_image": flops / batch / 1e9 if flops else None,
         "peak_memory_gib": mem / 2**30, "memory_source": mem_source,
     }  # fmt: skip
@@ -203,6 +237,9 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = FLAGS.config
+    if FLAGS.reference:
+        _main_reference(config, argv)
+        return
     results: dict[str, Any] = {"device": device_description(), "backbone": config.model.backbone,
                                "image_size": int(config.model.image_size), "dtype": config.model.dtype}
     print(f"device: {results['device']}", flush=True)
@@ -229,6 +266,35 @@ def main(argv) -> None:
             json.dump(results, f, indent=2)
 
 
+def _main_reference(config, argv) -> None:
+    # torch shares the GPU: JAX must not grab 75 % of it up front. Read when JAX starts its
+    # GPU client, which nothing has done yet.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from mat_jax import bench_reference
+
+    cases = [w for w in FLAGS.what if w != "pipeline"]
+    if not cases or any(c not in bench_reference.CASES for c in cases):
+        known = ", ".join(bench_reference.CASES)
+        raise app.UsageError(f"--what with --reference: {cases}; use some of {known}")
+    try:
+        if FLAGS.reference_probe:
+            r = bench_reference.probe(config, FLAGS.reference_probe, reference=FLAGS.reference,
+                                      batch=FLAGS.batch, cases=cases)  # fmt: skip
+            with open(FLAGS.json, "w") as f:
+                json.dump(r, f)
+            return
+        bench_reference.compare(
+            config, reference=FLAGS.reference, batch=FLAGS.batch, steps=FLAGS.reference_steps,
+            warmup=FLAGS.reference_warmup, cases=cases, json_path=FLAGS.json,
+            memory_argv=sys.argv[1:] if FLAGS.reference_memory else None,
+        )  # fmt: skip
+    except bench_reference.NotACheckout as e:
+        sys.exit(f"error: {e}")
+
+
 if __name__ == "__main__":
+    # bench_reference imports this module by name; as `python -m` runs it as __main__, a
+    # second copy would define every flag twice.
+    sys.modules.setdefault("mat_jax.bench", sys.modules[__name__])
     jax.config.config_with_absl()
     app.run(main)
