@@ -14,6 +14,12 @@ import os
 from mat_jax.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
+# Fakes whose face is not where their source real video's face is: self-blended images move
+# and rescale the face inside the blend on purpose (data.md §9, step 5), so the real video's
+# landmarks would put a fake's eyes and mouth off the crop template, a label cue in the crops
+# that landmarks found on the video itself never give (the demo's model learned it and then
+# missed fakes cut with their own landmarks). They never get a `landmark_source`.
+NOT_FACE_ALIGNED = ("SBI",)
 DATASETS = ("ffpp", "celebdf", "dfdc", "demo")
 
 
@@ -144,7 +150,7 @@ def ffpp(
                         f"{m}/{q}/{name}",
                         dataset,
                         mask if os.path.isfile(mask) else "",
-                        f"{REAL_METHOD}/{q}/{name.split('_')[0]}",
+                        "" if m in NOT_FACE_ALIGNED else f"{REAL_METHOD}/{q}/{name.split('_')[0]}",
                     )
                 )
     if "DeepFakeDetection" in methods:

@@ -20,6 +20,9 @@ from mat_jax import records
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 96
 TRAIN_FRAMES, EVAL_FRAMES, VIDEO_FRAMES = 5, 4, 10
+# The demo's self-blended fakes, filed as a frame-aligned FF++ method: SBI fakes never reuse
+# landmarks (sources.NOT_FACE_ALIGNED), and this tree must exercise landmark reuse.
+METHOD = "Deepfakes"
 ARGS = [
     "--dataset=demo",
     f"--frames={TRAIN_FRAMES}",
@@ -43,6 +46,8 @@ def tree(tmp_path_factory):
         seed=1,
         log=lambda *_: None,
     )
+    man = os.path.join(out, "ffpp", "manipulated_sequences")
+    os.rename(os.path.join(man, demo.METHOD), os.path.join(man, METHOD))
     with np.load(os.path.join(out, "landmarks.npz")) as z:
         truth = {k: z[k] for k in z.files}
     return out, manifest, truth
@@ -73,7 +78,7 @@ def test_records_match_the_tree(tree, prepared):
             VIDEO_FRAMES
         )
         want = {
-            ("original/c23/" if k.startswith("original/") else "SBI/c23/") + k.split("/")[1]: v["label"]
+            ("original/c23/" if k.startswith("original/") else f"{METHOD}/c23/") + k.split("/")[1]: v["label"]
             for k, v in videos.items()
             if v["split"] == split
         }
@@ -81,7 +86,7 @@ def test_records_match_the_tree(tree, prepared):
         for r in recs[split]:
             assert r.split == split and r.dataset == "demo"
             assert r.label == want[r.video_id]
-            assert r.method == ("original" if r.label == 0 else "SBI")
+            assert r.method == ("original" if r.label == 0 else METHOD)
             got.setdefault(r.video_id, []).append(r.frame_index)
         assert set(got) == set(want)  # every video of the split, no other
         for vid, idx in got.items():
@@ -91,7 +96,7 @@ def test_records_match_the_tree(tree, prepared):
         n_real = sum(r.label == 0 for r in recs[split])
         c = summary["counts"][split]
         assert (c["total"], c["real"], c["fake"]) == (len(recs[split]), n_real, len(recs[split]) - n_real)
-        assert c["methods"] == {"SBI": c["fake"], "original": c["real"]} and c["fake"] == c["real"]
+        assert c["methods"] == {METHOD: c["fake"], "original": c["real"]} and c["fake"] == c["real"]
     assert summary["settings"]["crop"]["size"] == SIZE and summary["version"]
     with open(os.path.join(out, build.REPORT_FILE)) as f:
         assert f.read().splitlines() == ["status\tsplit\tlabel\tvideo_id\tpath\treason"]
@@ -137,7 +142,7 @@ def test_train_fakes_reuse_their_real_videos_landmarks_eval_fakes_detect_their_o
     pairs, differ = 0, {}
     for split, rs in recs.items():
         for r in rs:
-            if r.video_id.startswith("SBI/"):
+            if r.video_id.startswith(f"{METHOD}/"):
                 real = by_key[(f"original/c23/{r.video_id.split('/')[-1].split('_')[0]}", r.frame_index)]
                 if split == "train":
                     np.testing.assert_array_equal(r.landmarks, real)
@@ -160,7 +165,7 @@ def test_a_test_video_through_face_crops_gives_its_records_bytes(tree, prepared)
     assert settings.to_json() == {k: v for k, v in records.load_summary(out)["settings"].items()
                                   if k not in ("tool_version", "limit")}
     fake = next(r.video_id for r in recs["test"] if r.label == 1)
-    path = f"{root}/ffpp/manipulated_sequences/SBI/c23/videos/{fake.split('/')[-1]}.mp4"
+    path = f"{root}/ffpp/manipulated_sequences/{METHOD}/c23/videos/{fake.split('/')[-1]}.mp4"
     idx, got = frames.read_sampled(path, settings.sampling("test"))
     finder = faces.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
     crops = worker.face_crops(idx, got, settings, finder)
@@ -181,7 +186,7 @@ def test_tfds_reads_the_prepared_folder(prepared):
         assert builder.info.splits[split].num_examples == len(recs[split])
     ex = next(iter(builder.as_dataset(split="val").take(1)))
     assert tuple(ex["image"].shape) == (SIZE, SIZE, 3) and ex["landmarks"].shape == (136,)
-    assert int(ex["label"]) in (0, 1) and ex["video_id"].numpy().decode().startswith(("original/", "SBI/"))
+    assert int(ex["label"]) in (0, 1) and ex["video_id"].numpy().decode().startswith(("original/", f"{METHOD}/"))
 
 
 def _cli(root, out, *extra):

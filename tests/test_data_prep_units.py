@@ -128,6 +128,22 @@ def _touch(path: str) -> None:
     open(path, "wb").close()
 
 
+def test_self_blended_fakes_get_no_landmark_source(tmp_path):
+    root = str(tmp_path)
+    for n in ("000", "001"):
+        _touch(f"{root}/original_sequences/youtube/c23/videos/{n}.mp4")
+    for n in ("000_001", "001_000"):
+        _touch(f"{root}/manipulated_sequences/SBI/c23/videos/{n}.mp4")
+        _touch(f"{root}/manipulated_sequences/Deepfakes/c23/videos/{n}.mp4")
+    os.makedirs(f"{root}/splits")
+    for split in ("train", "val", "test"):
+        with open(f"{root}/splits/{split}.json", "w") as f:
+            json.dump([["000", "001"]] if split == "train" else [], f)
+    rows = {r.video_id: r for r in sources.list_videos("ffpp", root)}
+    assert rows["SBI/c23/000_001"].landmark_source == "" == rows["SBI/c23/001_000"].landmark_source
+    assert rows["Deepfakes/c23/001_000"].landmark_source == "original/c23/001"
+
+
 def test_ffpp_reader_expands_pairs_and_links_fakes_to_their_target(tmp_path):
     root = str(tmp_path)
     for i in ("000", "001", "002", "003"):
