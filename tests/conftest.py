@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
+# XLA:CPU compiles the tiny test models 2-4x faster without its expensive LLVM passes,
+# and for them compilation, not execution, is most of a test's time. Set before JAX
+# starts its backend; subprocesses started by the tests inherit it. The parity tests pass
+# under both settings (the numerics are those of the same HLO).
+FAST_COMPILE = "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Parity tolerances assume float32 matmuls at full precision on the CPU.
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -31,3 +40,74 @@ def parity():
 def parity_state_dict(parity):
     """Only the PyTorch state-dict entries of the dump (names without a '/')."""
     return {k: v for k, v in parity.items() if "/" not in k and k != "meta"}
+
+
+# --------------------------------------------------------------------------- training runs
+# The training tests live in several files so that pytest-xdist spreads them over workers;
+# the reference runs they compare against are made once per pytest run, by whichever
+# worker asks first, and read by the others (a file lock between workers).
+
+
+def _run_dir(tmp_path_factory) -> Path:
+    """A folder shared by every worker of this pytest run (one per run, not per worker)."""
+    base = tmp_path_factory.getbasetemp()  # under xdist: <run>/popen-gwN
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _once(tmp_path_factory, name: str, make):
+    """`make(folder)` run once per pytest run; every worker gets its (pickled) result."""
+    from filelock import FileLock
+
+    root = _run_dir(tmp_path_factory)
+    result = root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not result.exists():
+            folder = root / name
+            folder.mkdir()
+            result.write_bytes(pickle.dumps(make(folder)))
+    return pickle.loads(result.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    from train_utils import make_dataset
+
+    return _once(tmp_path_factory, "records", make_dataset)
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    """One persistent XLA cache for every subprocess run of this pytest run, all workers."""
+    path = _run_dir(tmp_path_factory) / "jax_cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def stage1(data_root, tmp_path_factory):
+    """Stage 1 (backbone CE) for 24 steps of 8: the reference run for several tests."""
+    from mat_jax import train
+    from train_utils import tiny_config
+
+    def make(folder):
+        config = tiny_config(
+            "pretrain", data_root, steps_per_epoch=8, epochs=3, log_every_steps=4,
+            checkpoint_every_steps=8, eval_every_steps=12, profile_steps=2, profile_first_step=3,
+        )
+        config.optim.learning_rate = 3e-3  # a few dozen steps must visibly learn
+        summary = train.train_and_evaluate(config, str(folder))
+        return str(folder), config, summary
+
+    return _once(tmp_path_factory, "stage1", make)
+
+
+@pytest.fixture(scope="session")
+def stage2_reference(data_root, stage1, compile_cache, tmp_path_factory):
+    """An uninterrupted stage-2 run (MAT + AGDA, from the stage-1 checkpoint) on 1 device."""
+    from train_utils import run, run_env, stage2_command
+
+    def make(folder):
+        run(stage2_command(folder, data_root, stage1[0]), run_env(compile_cache))
+        return folder
+
+    return _once(tmp_path_factory, "stage2_ref", make)

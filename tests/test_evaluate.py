@@ -13,7 +13,7 @@ from flax import nnx
 
 from configs import celebdf
 from mat_jax import checkpointing, evaluate, input_pipeline, parallel, train
-from test_train import make_dataset, tiny_config
+from train_utils import make_dataset, tiny_config
 
 
 @pytest.fixture(scope="module")

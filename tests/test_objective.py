@@ -12,9 +12,9 @@ from mat_jax.models.mat import create_model
 
 
 def test_mat_loss_with_agda_second_pass():
-    config = get_config()
+    config = get_config("tiny")  # B0 at width 0.25 / depth 0.2: the objective's code paths, cheap to compile
     cfg = config.model
-    cfg.backbone, cfg.image_size, cfg.num_attention_maps, cfg.mid_dims = "efficientnet-b0", 64, 2, 16
+    cfg.image_size, cfg.num_attention_maps, cfg.mid_dims = 64, 2, 16
     model = create_model(cfg, seed=0)
     x = jax.random.uniform(jax.random.key(0), (4, 64, 64, 3), minval=-1, maxval=1)
     y = np.asarray([0, 1, 0, 1])
