@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Mapping
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mat_jax import logs
+from mat_jax import logs, parallel
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (`path.py[:arg]`).", lock_config=True)
@@ -31,32 +30,6 @@ flags.DEFINE_string(
     "checkpoint", None, "--mode=eval: checkpoint to evaluate (default: the workdir's best, else latest)."
 )
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def distributed_init_args(environ: Mapping[str, str]) -> dict | None:
-    """Arguments for `jax.distributed.initialize`, or None on a single-process system.
-
-    * `JAX_COORDINATOR_ADDRESS` (host:port) with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`:
-      an explicit set-up (the tests use it on localhost); without the two counts, JAX's
-      cluster detection fills them in.
-    * SLURM with more than one task, Open MPI with more than one rank, or a multi-worker
-      Cloud TPU slice: JAX detects everything itself.
-    A single-host machine must not call it: on CPU/GPU it would wait for a coordinator.
-    """
-    if environ.get("JAX_COORDINATOR_ADDRESS"):
-        args: dict = {"coordinator_address": environ["JAX_COORDINATOR_ADDRESS"]}
-        if environ.get("JAX_NUM_PROCESSES"):
-            args["num_processes"] = int(environ["JAX_NUM_PROCESSES"])
-        if environ.get("JAX_PROCESS_ID"):
-            args["process_id"] = int(environ["JAX_PROCESS_ID"])
-        return args
-    counts = (environ.get("SLURM_NTASKS"), environ.get("OMPI_COMM_WORLD_SIZE"))
-    if any(c and c.isdigit() and int(c) > 1 for c in counts):
-        return {}
-    hosts = environ.get("TPU_WORKER_HOSTNAMES", "")
-    if len([h for h in hosts.split(",") if h.strip()]) > 1:
-        return {}
-    return None
 
 
 def main(argv) -> None:
@@ -72,7 +45,7 @@ def main(argv) -> None:
         except (RuntimeError, ValueError):
             pass
 
-    init_args = distributed_init_args(os.environ)
+    init_args = parallel.distributed_init_args(os.environ)
     if init_args is not None:
         jax.distributed.initialize(**init_args)
     log_file = logs.to_file(FLAGS.workdir, process_index=jax.process_index())

@@ -125,3 +125,29 @@ def sync(name: str) -> None:
     """A barrier across processes (no-op on one host)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def distributed_init_args(environ: Mapping[str, str]) -> dict | None:
+    """Arguments for `jax.distributed.initialize`, or None on a single-process system.
+
+    * `JAX_COORDINATOR_ADDRESS` (host:port) with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`:
+      an explicit set-up (the tests use it on localhost); without the two counts, JAX's
+      cluster detection fills them in.
+    * SLURM with more than one task, Open MPI with more than one rank, or a multi-worker
+      Cloud TPU slice: JAX detects everything itself.
+    A single-host machine must not call it: on CPU/GPU it would wait for a coordinator.
+    """
+    if environ.get("JAX_COORDINATOR_ADDRESS"):
+        args: dict = {"coordinator_address": environ["JAX_COORDINATOR_ADDRESS"]}
+        if environ.get("JAX_NUM_PROCESSES"):
+            args["num_processes"] = int(environ["JAX_NUM_PROCESSES"])
+        if environ.get("JAX_PROCESS_ID"):
+            args["process_id"] = int(environ["JAX_PROCESS_ID"])
+        return args
+    counts = (environ.get("SLURM_NTASKS"), environ.get("OMPI_COMM_WORLD_SIZE"))
+    if any(c and c.isdigit() and int(c) > 1 for c in counts):
+        return {}
+    hosts = environ.get("TPU_WORKER_HOSTNAMES", "")
+    if len([h for h in hosts.split(",") if h.strip()]) > 1:
+        return {}
+    return None

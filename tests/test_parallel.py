@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from mat_jax import parallel
-from mat_jax.main import distributed_init_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,4 +87,4 @@ def test_eight_fake_devices():
     ],
 )
 def test_distributed_init_args(environ, expected):
-    assert distributed_init_args(environ) == expected
+    assert parallel.distributed_init_args(environ) == expected
