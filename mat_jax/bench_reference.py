@@ -6,8 +6,8 @@
 
 PATH is a checkout of the official PyTorch code (GitHub repository yoctta/multiple-attention).
 Its modules are loaded from PATH when the benchmark runs; none of its code is copied into this
-repository (it has no licence). Needs torch (`pip install -e .[torch]`) and kornia, which the
-official AGDA.py imports (`pip install kornia`).
+repository (it has no licence). Needs torch and kornia (`pip install -e .[reference]`); the
+official AGDA.py imports kornia.
 
 Taken from the checkout, unchanged: models/MAT.py (the model, `train_batch`, the AGDA second
 pass and match loss inside `MAT.forward`, the regional loss), models/efficientnet/,
@@ -84,7 +84,7 @@ _OFFICIAL_TOP = ("models", "utils", "AGDA", "config")
 
 
 # What the official code imports beyond torch's own packages (torchvision is stubbed).
-_INSTALL = {"torch": "pip install -e .[torch]", "kornia": "pip install kornia"}
+_INSTALL = {"torch": "pip install -e .[reference]", "kornia": "pip install -e .[reference]"}
 
 
 class NotACheckout(ValueError):
