@@ -286,8 +286,8 @@ def _reuse_text(s: dict) -> str:
     if not splits:
         return "landmarks detected on every video"
     return (
-        f"{'/'.join(splits)} fakes reuse their source real video's landmarks, "
-        "other splits detect on every video"
+        f"{'/'.join(splits)} fakes of frame-aligned methods reuse their source real video's "
+        "landmarks; every other video has its own"
     )
 
 

@@ -90,8 +90,10 @@ def test_predict_on_the_test_videos_equals_the_evaluation(demo_run):
 
     workdir, _ = demo_run
     summary = json.loads((workdir / "demo_data" / "records" / "summary.json").read_text())
-    # The test split is cut with landmarks found on each video, as predict must.
-    assert summary["counts"]["test"]["reused_landmarks"] == 0 and summary["counts"]["train"]["reused_landmarks"]
+    # The test split is cut with landmarks found on each video, as predict must (reuse is a
+    # train-split option, and the demo's self-blended fakes never take it).
+    assert summary["settings"]["landmark_reuse_splits"] == ["train"]
+    assert summary["counts"]["test"]["reused_landmarks"] == 0 == summary["counts"]["train"]["reused_landmarks"]
     ev = workdir / "eval" / "test"
     with open(ev / "videos.csv") as f:
         videos = {r["video_id"]: r for r in csv.DictReader(f)}
