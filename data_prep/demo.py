@@ -307,13 +307,17 @@ def _make_tree(out, videos_per_split, frames, size, qualities, celebdf, seed, lo
         fr, lm = render(ident, frames, size, rng)
         return ident, fr, lm
 
-    total = sum(videos_per_split)
-    ids = [f"{i:03d}" for i in range(total)]
-    first = 0
+    # Videos are drawn in train, val, test order, but numbered test first: the test split
+    # starts at 000 whatever the split sizes, so "000_001.mp4" is a held-out fake in every
+    # demo tree (README's predict example works on the small tree the tests build too).
+    n_train, n_val, n_test = videos_per_split
+    first_id = {"test": 0, "val": n_test, "train": n_test + n_val}
+    drawn = 0
     os.makedirs(os.path.join(ff, "splits"), exist_ok=True)
     for split, n in zip(("train", "val", "test"), videos_per_split):
-        split_ids = ids[first : first + n]
-        first += n
+        split_ids = [f"{first_id[split] + k:03d}" for k in range(n)]
+        draw_index = {vid: drawn + k for k, vid in enumerate(split_ids)}
+        drawn += n
         pairs = [[split_ids[k], split_ids[k + 1]] for k in range(0, n, 2)]
         manifest["ffpp"]["splits"][split] = pairs
         with open(os.path.join(ff, "splits", f"{split}.json"), "w") as f:
@@ -321,7 +325,7 @@ def _make_tree(out, videos_per_split, frames, size, qualities, celebdf, seed, lo
         for a, b in pairs:
             made = {}
             for vid in (a, b):
-                ident, fr, lm = new_video(int(vid))
+                ident, fr, lm = new_video(draw_index[vid])
                 made[vid] = (fr, lm)
                 for q in qualities:
                     write(

@@ -111,3 +111,24 @@ def stage2_reference(data_root, stage1, compile_cache, tmp_path_factory):
         return folder
 
     return _once(tmp_path_factory, "stage2_ref", make)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`python -m mat_jax.main --config=configs/demo.py:small`: data_prep, training, evaluation.
+
+    Returns (workdir, console output); made once per pytest run.
+    """
+    import subprocess
+    import sys
+
+    def make(folder):
+        workdir = folder / "work"
+        res = subprocess.run(
+            [sys.executable, "-m", "mat_jax.main", "--config=configs/demo.py:small", f"--workdir={workdir}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=900,
+        )
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return workdir, res.stdout
+
+    return _once(tmp_path_factory, "demo", make)

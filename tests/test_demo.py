@@ -5,26 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """`python -m mat_jax.main --config=configs/demo.py:small`: data_prep, training, evaluation."""
-    workdir = tmp_path_factory.mktemp("demo") / "work"
-    res = subprocess.run(
-        [sys.executable, "-m", "mat_jax.main", "--config=configs/demo.py:small", f"--workdir={workdir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return workdir, res.stdout
+pytestmark = pytest.mark.slow  # the demo_run fixture (conftest.py) trains the small demo, ~1.5 min
 
 
 def test_demo_writes_everything(demo_run):
