@@ -18,10 +18,9 @@ Arguments (comma separated after the file name):
   tiny                a tiny model (EfficientNet-B0 at width 0.25 / depth 0.2, 64 px, M=2)
                       for CPU tests and demos; combine with smoke for a minimal run
 
-Expected runtime: `python -m mat_jax.bench` measures it. On a 2-core AMD EPYC CPU (jax
-0.10.2, float32) the B4 train step at batch 4 takes ~73 s with AGDA and ~24 s without
-(eval ~0.9 s per image), so only the `smoke`/`tiny` variants are meant for CPUs; the tiny
-stage-2 step takes ~0.1-0.3 s at batch 8 there.
+Expected runtime: `python -m mat_jax.bench` measures it on your machine (and with
+`--reference=PATH` next to the official code); README's Speed section quotes its output
+with the machine named. The B4 recipe is for GPUs and TPUs; on a CPU use `tiny`/`smoke`.
 """
 
 from __future__ import annotations

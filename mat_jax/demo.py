@@ -23,7 +23,9 @@ from mat_jax import records
 
 def _run(argv: list[str]) -> None:
     print("+ " + " ".join(argv), flush=True)
-    result = subprocess.run(argv)
+    # data_prep runs no TensorFlow maths (only its file and metadata helpers), so oneDNN's
+    # start-up notice, two lines per TensorFlow import, is only noise on the demo's console.
+    result = subprocess.run(argv, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
     if result.returncode != 0:
         raise RuntimeError(f"demo data step failed (exit code {result.returncode}): {' '.join(argv)}")
 
