@@ -19,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mat_jax import logs, parallel
+from mat_jax import demo, logs, parallel
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (`path.py[:arg]`).", lock_config=True)
@@ -62,8 +62,6 @@ def main(argv) -> None:
         t_start = time.perf_counter()
         data_secs = None
         if "demo" in FLAGS.config:  # configs/demo.py: build and prepare the offline demo data first
-            from mat_jax import demo
-
             demo.ensure_data(FLAGS.config, FLAGS.workdir)
             data_secs = time.perf_counter() - t_start
         try:
@@ -72,14 +70,10 @@ def main(argv) -> None:
             logging.warning("%s", e)
             sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
         if jax.process_index() == 0 and summary.get("final_eval"):
-            from mat_jax import demo
-
             split = FLAGS.config.train.get("final_eval_split", "test")
             print(f"\n{split} split, best checkpoint (step {summary['best'].get('step')}):", flush=True)
             print(demo.summary_table(summary["final_eval"]), flush=True)
             print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
-            from mat_jax import demo
-
             print(demo.time_split(summary["times"], time.perf_counter() - t_start, data_secs), flush=True)
     else:
         evaluate.evaluate_checkpoint(
