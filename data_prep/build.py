@@ -31,7 +31,7 @@ from data_prep import __version__, sources
 from data_prep import frames as frames_lib
 from data_prep.shards import SettingsMismatch, WorkDir, atomic_write, merge
 from data_prep.worker import Settings, process
-from mat_jax import records
+from mat_jax.data import records
 
 REPORT_FILE = "report.tsv"
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mat_jax import records
+from mat_jax.data import records
 
 WORK_DIR = ".work"
 SHARD_TARGET_BYTES = 256 << 20

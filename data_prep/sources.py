@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 
-from mat_jax.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
+from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
 # Fakes whose face is not where their source real video's face is: self-blended images move

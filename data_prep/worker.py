@@ -1,7 +1,7 @@
 """One video -> its face records: sample frames, find (or reuse) landmarks, align, encode.
 
 Runs inside the worker processes of `build`; never imports TensorFlow (records are
-serialised by `mat_jax.records.encode`, which writes the protobuf bytes itself).
+serialised by `mat_jax.data.records.encode`, which writes the protobuf bytes itself).
 
 `face_crops` (frames -> detected, aligned and encoded faces) is also what
 `mat_jax.predict` runs on a new video, with the `Settings` read back from the records'
@@ -24,7 +24,7 @@ from data_prep import frames as frames_lib
 from data_prep.faces import FaceFinder
 from data_prep.shards import WorkDir
 from data_prep.sources import Video
-from mat_jax import records
+from mat_jax.data import records
 
 IMAGE_FORMATS = ("jpeg", "png")
 # Splits whose FF++ fakes may reuse their real video's landmarks (with `reuse_landmarks`).

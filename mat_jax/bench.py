@@ -194,7 +194,7 @@ def write_bench_records(root: str, *, size: int, count: int = 128, shards: int =
     """Face-like JPEG crops (q 95, `size` px) with landmarks-free records, half real, half fake."""
     import tensorflow as tf
 
-    from mat_jax import records
+    from mat_jax.data import records
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size

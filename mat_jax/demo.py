@@ -18,7 +18,7 @@ import time
 
 from absl import logging
 
-from mat_jax import records
+from mat_jax.data import records
 
 
 def _run(argv: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""tf.data input pipeline: sharded TFRecords (`mat_jax.records`) to host batches of numpy arrays.
+"""tf.data input pipeline: sharded TFRecords (`mat_jax.data.records`) to host batches of numpy arrays.
 
 The only module of `mat_jax` that touches tf.data. Public API:
 
@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mat_jax import records
+from mat_jax.data import records
 
 
 def _hide_accelerators_from_tf() -> None:

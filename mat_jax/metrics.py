@@ -1,6 +1,6 @@
 """Deepfake-detection metrics at frame and video level (numpy only, host side).
 
-Scores are P(fake) in [0, 1]; labels are 0 real, 1 fake (`mat_jax.records`). Definitions
+Scores are P(fake) in [0, 1]; labels are 0 real, 1 fake (`mat_jax.data.records`). Definitions
 follow the field's usual code (sklearn as used by DeepfakeBench and the official MAT):
 
 * ACC at threshold 0.5: a sample is called fake iff its score is > 0.5 (a softmax tie goes

@@ -82,7 +82,7 @@ def prep_settings(config, *, records_dir: str = "", recipe: str = "", num_frames
     from data_prep import frames as frames_lib
     from data_prep.worker import Settings
 
-    from mat_jax import records
+    from mat_jax.data import records
 
     size = int(config.model.image_size)
     root = records_dir or str(config.data.get("root", ""))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from data_prep import align, build, demo, faces, frames, worker
-from mat_jax import records
+from mat_jax.data import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 96

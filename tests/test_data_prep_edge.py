@@ -14,7 +14,7 @@ import skimage.data
 
 from data_prep import build, demo, frames, sbi
 from data_prep.faces import FaceFinder
-from mat_jax import records
+from mat_jax.data import records
 
 N_FRAMES, SAMPLED = 6, 3
 

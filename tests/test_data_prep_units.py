@@ -12,7 +12,7 @@ import skimage.data
 
 from data_prep import align, faces, frames, sources
 from data_prep.demo import write_video
-from mat_jax import records
+from mat_jax.data import records
 
 # --- records ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests of mat_jax.input_pipeline on small real TFRecords written with mat_jax.records."""
+"""Tests of mat_jax.input_pipeline on small real TFRecords written with mat_jax.data.records."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from configs import ffpp
 from mat_jax import input_pipeline as ip
-from mat_jax import records
+from mat_jax.data import records
 
 # ---------------------------------------------------------------- record fixtures
 

@@ -19,7 +19,8 @@ from flax import nnx
 
 from configs.ffpp import get_config
 from conftest import FAST_COMPILE
-from mat_jax import checkpointing, records, train
+from mat_jax import checkpointing, train
+from mat_jax.data import records
 
 ROOT = Path(__file__).resolve().parents[1]
 
