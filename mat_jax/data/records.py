@@ -98,7 +98,8 @@ def encode(rec: FaceRecord) -> bytes:
 
     The protobuf wire format is written directly, so data_prep's worker processes need not
     import TensorFlow (seconds and hundreds of MB each); the bytes parse exactly like an
-    Example built with `tf.train.Example` (tests/test_data_prep_units.py::test_encode_parses_like_a_tensorflow_example checks this).
+    Example built with `tf.train.Example`
+    (`tests/test_data_prep_units.py::test_encode_parses_like_a_tensorflow_example` checks this).
     """
     if rec.label not in (LABEL_REAL, LABEL_FAKE):
         raise ValueError(f"label must be 0 (real) or 1 (fake), got {rec.label!r} for {rec.video_id}")
