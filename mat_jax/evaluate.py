@@ -30,7 +30,8 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from mat_jax import input_pipeline, metrics as metrics_lib, parallel, plots
+from mat_jax import checkpointing, metrics as metrics_lib, parallel, plots, state as state_lib
+from mat_jax.data import eval_data
 
 
 def video_rows(s: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -71,7 +72,7 @@ class Evaluator:
         self._step = jax.jit(eval_step, out_shardings=parallel.data_sharding(mesh), compiler_options=options)
 
         def maps_step(model_state, images):
-            return nnx.merge(graphdef, model_state)(images, train=False).get("attention_maps")
+            return nnx.merge(graphdef, model_state)(images, train=False)["attention_maps"]
 
         # Compiled on first use only: the attention figure of a final evaluation.
         self._maps = jax.jit(maps_step, compiler_options=options)
@@ -80,7 +81,7 @@ class Evaluator:
         """Per-frame P(fake) of every record of `split` (all hosts' records, padding removed)."""
         parts: dict[str, list] = {k: [] for k in ("label", "mask", "video_id", "frame_index", "method")}
         device_scores = []
-        it = input_pipeline.create_eval_iterator(self.config, split, root=root)
+        it = eval_data.create_eval_iterator(self.config, split, root=root)
         for host_batch in it:
             images = parallel.global_batch({"image": host_batch["image"]}, self.mesh)["image"]
             # Dispatch only; scores are fetched once at the end so the loop never waits.
@@ -135,9 +136,11 @@ class Evaluator:
 
     def _attention_figure(self, model_state, split, root, count: int, path) -> None:
         """`count` faces of the split (the first reals and fakes read) with their attention maps."""
+        if not state_lib.is_mat(self.config):  # a backbone alone has no attention maps
+            return
         want = {0: (count + 1) // 2, 1: count // 2}
         picked = []
-        for batch in input_pipeline.create_eval_iterator(self.config, split, root=root):
+        for batch in eval_data.create_eval_iterator(self.config, split, root=root):
             for i in np.flatnonzero(batch["mask"] > 0):
                 label = int(batch["label"][i])
                 if want[label] > 0:
@@ -153,8 +156,6 @@ class Evaluator:
         padded = np.zeros((-(-len(images) // batch_size) * batch_size, *images.shape[1:]), images.dtype)
         padded[: len(images)] = images
         maps = self._maps(model_state, parallel.global_batch({"image": padded}, self.mesh)["image"])
-        if maps is None:  # a backbone alone has no attention maps
-            return
         maps = np.asarray(jax.device_get(maps))[: len(picked)]
         faces = [np.clip((img * 0.5 + 0.5) * 255.0 + 0.5, 0, 255).astype(np.uint8) for img in images]
         captions = [f"{'fake' if label else 'real'}: {vid}" for _, label, vid in picked]
@@ -238,12 +239,10 @@ def evaluate_checkpoint(
     to `<workdir>/eval/<name>/` (name defaults to "<dataset>_<split>" for another
     dataset's records, else the split).
     """
-    from mat_jax import checkpointing, train  # train imports this module
-
     mesh = parallel.create_mesh()
     parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
     with jax.set_mesh(mesh):
-        graphdef, state = train.create_model_state(config, mesh)
+        graphdef, state = state_lib.create_model_state(config, mesh)
         model = nnx.merge(graphdef, state)
         resolved = checkpointing.resolve(checkpoint or workdir)
         meta = checkpointing.load_model(resolved, model)
@@ -252,7 +251,7 @@ def evaluate_checkpoint(
         )
         evaluator = Evaluator(config, graphdef, mesh)
         if name is None:
-            dataset = str(config.data.get("dataset", ""))
+            dataset = str(config.data.dataset)
             name = f"{dataset}_{split}" if root is not None or dataset not in ("", "ffpp") else split
         return evaluator.run(
             nnx.state(model), split, root=root, workdir=workdir, name=name, step=meta.get("step"),

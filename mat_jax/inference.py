@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mat_jax import checkpointing, parallel
+from mat_jax import checkpointing, parallel, state as state_lib
 
 
 @dataclasses.dataclass
@@ -28,7 +28,7 @@ class Trained:
 
     @property
     def is_mat(self) -> bool:
-        return hasattr(self.model, "attentions")
+        return state_lib.is_mat(self.model)
 
     @property
     def image_size(self) -> int:
@@ -41,20 +41,13 @@ def load_trained(checkpoint: str, config: ml_collections.ConfigDict | None = Non
     The config stored with a training checkpoint is used unless `config` is given; a
     checkpoint written by `mat-jax-import` stores none, so it needs `config`.
     """
-    from mat_jax import train  # the trainer knows which model class a stage builds
-
     path = checkpointing.resolve(checkpoint)
     meta = checkpointing.read_meta(path)
-    if config is None:
-        if "config" not in meta:
-            raise ValueError(
-                f"checkpoint {path} stores no config (made by mat-jax-import?): pass --config=configs/ffpp.py "
-                "(or the config it was trained with)"
-            )
-        config = ml_collections.ConfigDict(meta["config"])
-    if meta.get("model") == "MAT" and config.get("stage") == "pretrain":
-        config.stage = "mat"
-    model = train.create_model(config, int(config.get("seed", 0)))
+    try:
+        config = state_lib.checkpoint_config(meta, config)
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path} {e}") from None
+    model = state_lib.create_model(config)
     checkpointing.load_model(path, model)
     return Trained(config=config, model=model, meta=meta, path=str(path))
 
@@ -62,7 +55,7 @@ def load_trained(checkpoint: str, config: ml_collections.ConfigDict | None = Non
 class Scorer:
     """Jitted eval forward over fixed-size batches (one compilation whatever the input count).
 
-    `__call__(images)` takes (n, S, S, 3) float32 in [-1, 1] (as `input_pipeline.eval_images` makes
+    `__call__(images)` takes (n, S, S, 3) float32 in [-1, 1] (as `mat_jax.data.decode.eval_images` makes
     them) and returns numpy arrays:
     `score` (n,) P(fake), `logits` (n, C) and, for MAT, `attention_maps` (n, h, w, M) and
     `feature_matrix` (n, M, N).

@@ -1,18 +1,17 @@
-"""Training: `train_and_evaluate(config, workdir)` and the train step as a pure function.
+"""The training loop: `train_and_evaluate(config, workdir)`.
 
 Both stages of the official recipe (`reference_mat.md` §3):
 
-  * `config.stage == "pretrain"`: the EfficientNet backbone alone, cross-entropy on its
-    own logits.
+  * `config.stage == "pretrain"`: the backbone alone, cross-entropy on its own logits.
   * `config.stage == "mat"`: MAT, started from `config.init_from` (a stage-1 checkpoint
     loads into the backbone) or from random weights, trained with
     CE + 0.5 RIL + CE(AGDA image) + 0.1 match (`objective.mat_loss`); the centre step
     alpha decays 0.9 per epoch.
 
-AdamW (lr 1e-4, weight decay 1e-6) with the learning rate halved every 5 epochs, as a
-staircase schedule over steps. The train step is one `jax.jit`-compiled pure function of
-(state, batch) -> (state, metrics) with the state donated: forward, AGDA second pass,
-losses, optax update, BatchNorm statistics and the centre update (style.md §5).
+The model, optimizer and starting point come from `mat_jax.state`, the compiled step from
+`mat_jax.step`; this module runs them: resume, the input stream, metrics (fetched only at
+log and checkpoint steps), periodic validation and best-checkpoint selection, saves, a
+NaN/Inf stop before any save of that state, SIGTERM checkpoints, the final evaluation.
 
 Exact resume: the step is the only data position the input pipeline needs, and the
 step counter, parameters, optimizer moments, BatchNorm statistics and centres are all
@@ -22,26 +21,23 @@ step. So a run restarted with the same command continues bit for bit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 from flax import nnx
 
-from mat_jax import checkpointing, evaluate, input_pipeline, objective, parallel
-from mat_jax.models import mat as mat_lib
+from mat_jax import checkpointing, evaluate, parallel, state as state_lib, step as step_lib
+from mat_jax.data import sizes, train_data
 
 
 class Interrupted(RuntimeError):
@@ -97,121 +93,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def total_steps(config, steps_per_epoch: int) -> int:
-    n = int(config.train.get("num_train_steps", -1))
+    n = int(config.train.num_train_steps)
     return n if n > 0 else int(config.train.epochs) * steps_per_epoch
-
-
-def create_schedule(config, steps_per_epoch: int) -> optax.Schedule:
-    """StepLR as the reference: lr * decay ** (epoch // decay_epochs), epoch = step // steps_per_epoch."""
-    o = config.optim
-    return optax.exponential_decay(
-        init_value=float(o.learning_rate),
-        transition_steps=max(1, int(o.lr_decay_epochs) * steps_per_epoch),
-        decay_rate=float(o.lr_decay),
-        staircase=True,
-    )
-
-
-def create_optimizer(config, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with PyTorch's defaults (eps 1e-8, decoupled decay on every parameter)."""
-    schedule = create_schedule(config, steps_per_epoch)
-    o = config.optim
-    tx = optax.adamw(schedule, b1=float(o.b1), b2=float(o.b2), eps=1e-8, weight_decay=float(o.weight_decay))
-    return tx, schedule
-
-
-def alpha_at(config, step, steps_per_epoch: int):
-    """The centre step of the regional loss: alpha * decay ** epoch (a buffer in the reference)."""
-    epoch = step // steps_per_epoch
-    return config.loss.alpha * jnp.power(jnp.float32(config.loss.alpha_decay), epoch.astype(jnp.float32))
-
-
-def create_model(config, seed: int) -> nnx.Module:
-    """The model of `config.stage`: the EfficientNet backbone (pretrain) or MAT."""
-    if config.stage == "pretrain":
-        dtype = jnp.dtype(config.model.get("dtype", "float32"))
-        return mat_lib.create_backbone(config.model, rngs=nnx.Rngs(seed), dtype=dtype)
-    if config.stage != "mat":
-        raise ValueError(f"config.stage must be 'pretrain' or 'mat', got {config.stage!r}")
-    return mat_lib.MAT(config.model, rngs=nnx.Rngs(seed))
-
-
-def create_train_state(config, mesh, tx: optax.GradientTransformation):
-    """(graphdef, state) of (model, optimizer), every array replicated over `mesh`.
-
-    The model is initialised on the host (the model code draws concrete-key parameters
-    with numpy, ~1 s for B4), identically on every process from `config.seed`, then
-    placed: `jax.device_put` of host values onto a global sharding is what multi-host
-    JAX expects when every process holds the same values.
-    """
-    model = create_model(config, int(config.seed))
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
-    state = jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(mesh))
-    return graphdef, state
-
-
-def create_model_state(config, mesh):
-    """(graphdef, state) of the model alone, replicated over `mesh` (evaluation, benchmarks)."""
-    graphdef, state = nnx.split(create_model(config, int(config.seed)))
-    return graphdef, jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(mesh))
-
-
-def make_train_step(config, graphdef, schedule: optax.Schedule, steps_per_epoch: int, mesh) -> Callable:
-    """The compiled train step: (state, batch) -> (new state, metrics), state donated.
-
-    `batch` holds global arrays "image" (B, S, S, 3) and "label" (B,). The PRNG key of a
-    step is the config seed folded with the optimizer's step counter, so a resumed run
-    draws the same dropout masks and AGDA parameters as one that never stopped.
-    """
-    pretrain = config.stage == "pretrain"
-    loss_cfg = dict(config.loss)
-    agda_cfg = dict(config.agda) if "agda" in config else None
-    seed = int(config.seed)
-
-    def train_step(state, batch):
-        model, optimizer = nnx.merge(graphdef, state)
-        step = optimizer.step[...]
-        key = jax.random.fold_in(jax.random.key(seed), step)
-        images, labels = batch["image"], batch["label"]
-        alpha = alpha_at(config, step, steps_per_epoch)
-
-        def loss_fn(model):
-            if pretrain:
-                return objective.backbone_loss(model, images, labels, key)
-            return objective.mat_loss(
-                model, images, labels, key, alpha=alpha, loss_cfg=loss_cfg, agda_cfg=agda_cfg
-            )
-
-        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads)
-        if not pretrain:
-            model.centers[...] = aux["centers"]
-        metrics = {
-            "loss": loss,
-            "ce": aux["ce"],
-            "accuracy": objective.accuracy(aux["logits"], labels),
-            "learning_rate": schedule(step),
-            "grad_norm": optax.tree.norm(grads),
-            # After the update: a step that blows the weights up is caught at that step,
-            # before its state can be saved, even though its own loss was still finite.
-            "param_norm": optax.tree.norm(nnx.state(model, nnx.Param)),
-        }
-        if not pretrain:
-            metrics.update(alpha=alpha, regional=aux["regional"], intra=aux["intra"], inter=aux["inter"])
-            for name in ("agda_ce", "match"):
-                if name in aux:
-                    metrics[name] = aux[name]
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return nnx.state((model, optimizer)), metrics
-
-    replicated = parallel.replicated(mesh)
-    return jax.jit(
-        train_step,
-        donate_argnums=(0,),
-        out_shardings=(replicated, replicated),
-        compiler_options=parallel.compiler_options(mesh),
-    )
 
 
 def _flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -236,31 +119,6 @@ def _check_finite(fetched: list[tuple[int, dict[str, np.ndarray]]], mngr) -> Non
                 f"before writing any checkpoint of it. Last good checkpoint: {where}. Lower "
                 "config.optim.learning_rate or check the data."
             )
-
-
-def params_fingerprint(model_state) -> str:
-    """sha256 of this process's own copy of every parameter, BatchNorm statistic and centre.
-
-    Replicated arrays live once per host; equal fingerprints across processes show that
-    every host holds bit-identical weights (logged at the end of training).
-    """
-    digest = hashlib.sha256()
-    for path, value in sorted(nnx.to_flat_state(model_state), key=lambda kv: tuple(map(str, kv[0]))):
-        array = value.get_value() if hasattr(value, "get_value") else value
-        local = np.asarray(array.addressable_data(0)) if isinstance(array, jax.Array) else np.asarray(array)
-        digest.update("/".join(map(str, path)).encode())
-        digest.update(np.ascontiguousarray(local).tobytes())
-    return digest.hexdigest()
-
-
-def _init_from(path: str, model: nnx.Module) -> str:
-    """Loads `config.init_from` into the model, or into MAT's backbone for a stage-1 checkpoint."""
-    meta = checkpointing.read_meta(path)
-    target, what = model, "model"
-    if isinstance(model, mat_lib.MAT) and meta.get("model") != "MAT":
-        target, what = model.backbone, "backbone"
-    checkpointing.load_model(path, target)
-    return what
 
 
 # --------------------------------------------------------------------------- the loop
@@ -295,17 +153,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     with jax.set_mesh(mesh):
         # ------------------------------------------------------------- Input Pipeline
-        steps_per_epoch = input_pipeline.train_steps_per_epoch(config)
+        steps_per_epoch = sizes.train_steps_per_epoch(config)
         num_steps = total_steps(config, steps_per_epoch)
-        eval_every = int(config.train.get("eval_every_steps", 0)) or int(
-            config.train.eval_every_epochs
-        ) * steps_per_epoch
-        eval_split = str(config.train.get("eval_split", "val"))
+        eval_every = int(config.train.eval_every_steps) or int(config.train.eval_every_epochs) * steps_per_epoch
+        eval_split = str(config.train.eval_split)
         logging.info("%d steps per epoch, %d steps in all", steps_per_epoch, num_steps)
 
         # ------------------------------------------------------------- Create Model & Optimizer
-        tx, schedule = create_optimizer(config, steps_per_epoch)
-        graphdef, state = create_train_state(config, mesh, tx)
+        tx, schedule = state_lib.create_optimizer(config, steps_per_epoch)
+        graphdef, state = state_lib.create_train_state(config, mesh, tx)
         model, optimizer = nnx.merge(graphdef, state)
         if is_main:
             n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -323,8 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if meta.get("best_value") is not None:
                 best.update(step=meta.get("best_step"), value=float(meta["best_value"]))
             logging.info("resumed from %s/%d", mngr.directory, start_step)
-        elif config.get("init_from"):
-            what = _init_from(config.init_from, model)
+        elif config.init_from:
+            what = state_lib.init_from(config.init_from, model)
             logging.info("initialised the %s from %s", what, config.init_from)
         state = nnx.state((model, optimizer))
         if int(jax.device_get(optimizer.step[...])) != start_step:
@@ -332,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         del model, optimizer  # the loop owns `state`; the step donates it
 
         # ------------------------------------------------------------- Update Step
-        train_step = make_train_step(config, graphdef, schedule, steps_per_epoch, mesh)
+        train_step = step_lib.make_train_step(config, graphdef, schedule, steps_per_epoch, mesh)
 
         # ------------------------------------------------------------- Setup Evals
         model_graphdef = nnx.split(nnx.merge(graphdef, state)[0])[0]
@@ -352,7 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 "best_value": best["value"] if math.isfinite(best["value"]) else None,
                 "best_metric": best["metric"],
                 "stage": config.stage,
-                "model": "MAT" if config.stage == "mat" else "EfficientNet",
+                "model": state_lib.model_kind(config),
                 "config": json.loads(config.to_json_best_effort()),
             }
 
@@ -367,15 +223,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         if is_main:
             hooks.append(report_progress)
-            if int(config.train.get("profile_steps", 0)) > 0:
+            if int(config.train.profile_steps) > 0:
                 # A jax.profiler trace of a few steps into the workdir (TensorBoard's profile tab).
                 hooks.append(periodic_actions.Profile(
                     logdir=workdir, num_profile_steps=int(config.train.profile_steps),
-                    first_profile=start_step + int(config.train.get("profile_first_step", 10)),
+                    first_profile=start_step + int(config.train.profile_first_step),
                     every_secs=None,
                 ))
-        stop = _StopRequest(bool(config.train.get("checkpoint_on_sigterm", True)))
-        train_iter = input_pipeline.create_train_iterator(config, start_step=start_step)
+        stop = _StopRequest(bool(config.train.checkpoint_on_sigterm))
+        train_iter = train_data.create_train_iterator(config, start_step=start_step)
         pending: list[tuple[int, dict[str, jax.Array]]] = []
         history: list[tuple[int, dict[str, float]]] = []
         log_every = int(config.train.log_every_steps)
@@ -450,13 +306,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             times["train"] = time.perf_counter() - t_loop - times["compile"] - times["eval"]
 
             # ------------------------------------------------------------- Final evaluation
-            fingerprint = params_fingerprint(model_state(state))
+            fingerprint = state_lib.params_fingerprint(model_state(state))
             logging.info("process %d: final parameters sha256 %s", jax.process_index(), fingerprint)
             summary: dict[str, Any] = {
                 "step": step, "history": history, "best": dict(best), "params_sha256": fingerprint,
                 "times": times,
             }
-            final_split = str(config.train.get("final_eval_split", ""))
+            final_split = str(config.train.final_eval_split)
             if final_split:
                 model, _ = nnx.merge(graphdef, state)
                 best_step = mngr.best_step()

@@ -12,7 +12,8 @@ from etils import epath
 from flax import nnx
 
 from configs import celebdf
-from mat_jax import checkpointing, evaluate, input_pipeline, parallel, train
+from mat_jax import checkpointing, evaluate, parallel, state as state_lib
+from mat_jax.data import eval_data
 from train_utils import make_dataset, tiny_config
 
 
@@ -63,13 +64,13 @@ def test_evaluator_scores_every_record_once(data_root):
     config = tiny_config("pretrain", data_root)
     mesh = parallel.create_mesh()
     with jax.set_mesh(mesh):
-        graphdef, state = train.create_model_state(config, mesh)
+        graphdef, state = state_lib.create_model_state(config, mesh)
         evaluator = evaluate.Evaluator(config, graphdef, mesh)
         s = evaluator.scores(state, "test")
         forward = nnx.jit(lambda m, x: jax.nn.softmax(m(x, train=False)["logits"], axis=-1)[:, 1])
         model = nnx.merge(graphdef, state)
         expected = []
-        for batch in input_pipeline.create_eval_iterator(config, "test"):
+        for batch in eval_data.create_eval_iterator(config, "test"):
             expected.append(np.asarray(forward(model, batch["image"]))[batch["mask"] > 0])
     assert len(s["score"]) == 15  # 2 batches of 8, one padding row dropped
     assert sorted(zip(s["video_id"], s["frame_index"])) == sorted(
@@ -82,7 +83,7 @@ def test_evaluator_scores_every_record_once(data_root):
 def test_evaluate_checkpoint_on_another_dataset(data_root, tmp_path):
     """`--mode=eval` with configs/celebdf.py: a saved model scored on other records."""
     config = tiny_config("pretrain", data_root)
-    model = train.create_model(config, 5)
+    model = state_lib.create_model(config, 5)
     ckpt = checkpointing.save_model(tmp_path / "model", model, {"step": 42})
     eval_config = celebdf.get_config("stage=pretrain,tiny,smoke")
     eval_config.data.root = data_root

@@ -1,4 +1,4 @@
-"""Tests of mat_jax.input_pipeline on small real TFRecords written with mat_jax.data.records."""
+"""Tests of the tf.data pipeline of mat_jax.data on small real TFRecords written with mat_jax.data.records."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import skimage.data
 import tensorflow as tf
 
 from configs import ffpp
-from mat_jax import input_pipeline as ip
-from mat_jax.data import records
+from mat_jax.data import augment, decode, errors, eval_data, records, sizes, train_data
 
 # ---------------------------------------------------------------- record fixtures
 
@@ -163,21 +162,23 @@ def _assert_same_batches(a, b):
 
 def test_steps_per_epoch_from_counts_config_and_summary(id_root, tmp_path):
     # 6 reals, 18 fakes: repeat -> 18 + 6 * 3 = 36; weights -> 2 * 18; none -> 24; batch 4.
-    assert ip.train_steps_per_epoch(_config(id_root, balance="repeat")) == 9
-    assert ip.train_steps_per_epoch(_config(id_root, balance="weights")) == 9
-    assert ip.train_steps_per_epoch(_config(id_root, balance="none")) == 6
-    assert ip.train_steps_per_epoch(_config(id_root, batch=5, balance="none")) == 4  # floor
-    assert ip.train_steps_per_epoch(_config(id_root, steps=7)) == 7
+    assert sizes.train_steps_per_epoch(_config(id_root, balance="repeat")) == 9
+    assert sizes.train_steps_per_epoch(_config(id_root, balance="weights")) == 9
+    assert sizes.train_steps_per_epoch(_config(id_root, balance="none")) == 6
+    assert sizes.train_steps_per_epoch(_config(id_root, batch=5, balance="none")) == 4  # floor
+    assert sizes.train_steps_per_epoch(_config(id_root, steps=7)) == 7
     # The data_prep summary, when present, is trusted instead of counting.
     root = str(tmp_path / "with_summary")
     shutil.copytree(id_root, root)
     with open(os.path.join(root, records.SUMMARY_FILE), "w") as f:
         json.dump({"counts": {"train": {"total": 40, "real": 10, "fake": 30}}}, f)
-    assert ip.train_steps_per_epoch(_config(root)) == (30 + 10 * 3) // 4
+    assert sizes.train_steps_per_epoch(_config(root)) == (30 + 10 * 3) // 4
 
 
 def test_batches_have_the_right_shape_range_and_labels(id_root):
-    batch = next(ip.create_train_iterator(_config(id_root, hflip=True), process_index=0, process_count=1))
+    batch = next(
+        train_data.create_train_iterator(_config(id_root, hflip=True), process_index=0, process_count=1)
+    )
     assert batch["image"].dtype == np.float32 and batch["image"].shape == (4, 16, 16, 3)
     assert batch["label"].dtype == np.int32 and batch["label"].shape == (4,)
     assert batch["image"].min() >= -1.0 and batch["image"].max() <= 1.0
@@ -188,7 +189,7 @@ def test_batches_have_the_right_shape_range_and_labels(id_root):
 
 def test_repeat_balancing_matches_the_official_epoch(id_root):
     config = _config(id_root, balance="repeat")
-    it = ip.create_train_iterator(config, process_index=0, process_count=1)
+    it = train_data.create_train_iterator(config, process_index=0, process_count=1)
     for epoch in range(2):
         seen = collections.Counter(k for b in _take(it, 9) for k in _ids(b))
         # Every fake once, every real round(18 / 6) = 3 times, nothing else.
@@ -196,7 +197,9 @@ def test_repeat_balancing_matches_the_official_epoch(id_root):
 
 
 def test_repeat_spreads_copies_of_a_real_over_the_epoch(id_root):
-    it = ip.create_train_iterator(_config(id_root, balance="repeat"), process_index=0, process_count=1)
+    it = train_data.create_train_iterator(
+        _config(id_root, balance="repeat"), process_index=0, process_count=1
+    )
     order = [k for b in _take(it, 9) for k in _ids(b)]
     # One copy of each real per pass of 12: the three copies fall in different thirds.
     for k in range(0, 24, 4):
@@ -204,36 +207,41 @@ def test_repeat_spreads_copies_of_a_real_over_the_epoch(id_root):
 
 
 def test_weights_balancing_draws_both_classes_equally(id_root):
-    it = ip.create_train_iterator(_config(id_root, balance="weights"), process_index=0, process_count=1)
+    it = train_data.create_train_iterator(
+        _config(id_root, balance="weights"), process_index=0, process_count=1
+    )
     labels = np.concatenate([b["label"] for b in _take(it, 27)])  # 3 epochs, 108 draws
     assert 0.4 <= labels.mean() <= 0.6, labels.mean()  # 18 fakes vs 6 reals on disk
-    it = ip.create_train_iterator(_config(id_root, balance="none"), process_index=0, process_count=1)
+    it = train_data.create_train_iterator(_config(id_root, balance="none"), process_index=0, process_count=1)
     seen = collections.Counter(k for b in _take(it, 6) for k in _ids(b))
     assert seen == {k: 1 for k in range(24)}
 
 
 def test_same_config_same_batches_and_epochs_differ(face_root):
     config = _augmenting(face_root, steps=3)
-    a = _take(ip.create_train_iterator(config, process_index=0, process_count=1), 6)
-    b = _take(ip.create_train_iterator(config, process_index=0, process_count=1), 6)
+    a = _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 6)
+    b = _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 6)
     _assert_same_batches(a, b)
     # Epoch 1 is not a replay of epoch 0.
     assert not np.array_equal(
         np.concatenate([x["image"] for x in a[:3]]), np.concatenate([x["image"] for x in a[3:]])
     )
     config.seed = config.seed + 1
-    c = _take(ip.create_train_iterator(config, process_index=0, process_count=1), 1)
+    c = _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 1)
     assert not np.array_equal(a[0]["image"], c[0]["image"])
 
 
 def test_order_ignores_tensorflows_global_seed(id_root):
     # The trainer or a library may call tf.random.set_seed; the data order must not move.
     config = _config(id_root, balance="weights", hflip=True)
-    before = [_ids(b) for b in _take(ip.create_train_iterator(config, process_index=0, process_count=1), 9)]
+    before = [
+        _ids(b) for b in _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 9)
+    ]
     tf.random.set_seed(123)
     try:
         after = [
-            _ids(b) for b in _take(ip.create_train_iterator(config, process_index=0, process_count=1), 9)
+            _ids(b)
+            for b in _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 9)
         ]
     finally:
         tf.random.set_seed(None)
@@ -244,18 +252,21 @@ def test_order_ignores_tensorflows_global_seed(id_root):
 def test_exact_resume_with_augmentation(face_root, start):
     # 3 steps per epoch: start 2 resumes inside epoch 0, start 4 inside epoch 1.
     config = _augmenting(face_root, steps=3)
-    fresh = _take(ip.create_train_iterator(config, process_index=0, process_count=1), 7)
+    fresh = _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 7)
     resumed = _take(
-        ip.create_train_iterator(config, start_step=start, process_index=0, process_count=1), 7 - start
+        train_data.create_train_iterator(config, start_step=start, process_index=0, process_count=1),
+        7 - start,
     )
     _assert_same_batches(fresh[start:], resumed)
 
 
 def test_exact_resume_across_epochs_of_the_balanced_stream(id_root):
     config = _config(id_root, balance="repeat", hflip=True)
-    fresh = [_ids(b) for b in _take(ip.create_train_iterator(config, process_index=0, process_count=1), 14)]
+    fresh = [
+        _ids(b) for b in _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 14)
+    ]
     for start in (5, 9, 11):
-        it = ip.create_train_iterator(config, start_step=start, process_index=0, process_count=1)
+        it = train_data.create_train_iterator(config, start_step=start, process_index=0, process_count=1)
         assert [_ids(b) for b in _take(it, 14 - start)] == fresh[start:]
 
 
@@ -263,7 +274,7 @@ def test_hosts_read_disjoint_files_that_cover_the_split(id_root):
     config = _config(id_root, balance="none")  # 4 files, global batch 4 -> 2 per host, 6 steps
     per_host = []
     for host in range(2):
-        it = ip.create_train_iterator(config, process_index=host, process_count=2)
+        it = train_data.create_train_iterator(config, process_index=host, process_count=2)
         batches = _take(it, 6)
         assert all(b["label"].shape == (2,) for b in batches)
         per_host.append([k for b in batches for k in _ids(b)])
@@ -274,14 +285,14 @@ def test_hosts_read_disjoint_files_that_cover_the_split(id_root):
     assert [sorted(h) for h in per_host] == [sorted(e) for e in expected]  # each record once, own files only
     assert not set(per_host[0]) & set(per_host[1])
     with pytest.raises(ValueError, match="4 record files for 5 processes"):
-        ip.create_train_iterator(config, process_index=0, process_count=5)
+        train_data.create_train_iterator(config, process_index=0, process_count=5)
     with pytest.raises(ValueError, match="multiple of the process count"):
-        ip.create_train_iterator(_config(id_root, batch=6), process_index=0, process_count=4)
+        train_data.create_train_iterator(_config(id_root, batch=6), process_index=0, process_count=4)
 
 
 def test_missing_root_is_explained():
     with pytest.raises(ValueError, match="config.data.root is empty"):
-        ip.create_train_iterator(_config(""), process_index=0, process_count=1)
+        train_data.create_train_iterator(_config(""), process_index=0, process_count=1)
 
 
 # ---------------------------------------------------------------- per-image ops
@@ -298,34 +309,35 @@ def test_augmentation_eagerly_equals_inside_tf_data(face_root):
     images = _face_bytes(face_root)
     seeds = np.stack([np.arange(len(images)), np.full(len(images), 7)], axis=1).astype(np.int64)
     eager = [
-        ip.preprocess_train(tf.constant(b), tf.constant(s), config).numpy() for b, s in zip(images, seeds)
+        augment.preprocess_train(tf.constant(b), tf.constant(s), config).numpy()
+        for b, s in zip(images, seeds)
     ]
     ds = tf.data.Dataset.from_tensor_slices((images, seeds))
-    ds = ds.map(lambda b, s: ip.preprocess_train(b, s, config), num_parallel_calls=4, deterministic=True)
+    ds = ds.map(lambda b, s: augment.preprocess_train(b, s, config), num_parallel_calls=4, deterministic=True)
     graph = list(ds.as_numpy_iterator())
     for e, g in zip(eager, graph):
         assert e.shape == g.shape == (32, 32, 3) and e.dtype == g.dtype == np.uint8
         np.testing.assert_array_equal(e, g)
     # The augmentations do something, and differ from image to image.
-    plain = [ip.preprocess_eval(tf.constant(b), 32).numpy() for b in images]
+    plain = [decode.preprocess_eval(tf.constant(b), 32).numpy() for b in images]
     assert all(np.abs(e.astype(int) - p).mean() > 1 for e, p in zip(eager, plain))
-    ds = tf.data.Dataset.from_tensor_slices(images).map(lambda b: ip.preprocess_eval(b, 32))
+    ds = tf.data.Dataset.from_tensor_slices(images).map(lambda b: decode.preprocess_eval(b, 32))
     for p, g in zip(plain, ds.as_numpy_iterator()):
         np.testing.assert_array_equal(p, g)
 
 
 def test_flip_is_a_coin_per_image_and_off_when_disabled(face_root):
     images = _face_bytes(face_root)
-    plain = [ip.preprocess_eval(tf.constant(b), 32).numpy() for b in images]
+    plain = [decode.preprocess_eval(tf.constant(b), 32).numpy() for b in images]
     seed = lambda i: tf.constant([i, 3], tf.int64)
     flips = []
     for i, (b, p) in enumerate(zip(images, plain)):
-        out = ip.preprocess_train(
+        out = augment.preprocess_train(
             tf.constant(b), seed(i), _config(face_root, image_size=32, hflip=True)
         ).numpy()
         assert np.array_equal(out, p) or np.array_equal(out, p[:, ::-1])
         flips.append(not np.array_equal(out, p))
-        off = ip.preprocess_train(tf.constant(b), seed(i), _config(face_root, image_size=32)).numpy()
+        off = augment.preprocess_train(tf.constant(b), seed(i), _config(face_root, image_size=32)).numpy()
         np.testing.assert_array_equal(off, p)
     assert 2 <= sum(flips) <= 8, flips
 
@@ -348,8 +360,10 @@ def test_alignment_jitter_is_a_small_similarity_about_the_centre(face_root):
 
     def moved(dot, **jitter):
         config = _config(face_root, image_size=32, **jitter)
-        before = _dot_centre(ip.preprocess_eval(dot, 32).numpy())
-        return before, np.array([_dot_centre(ip.preprocess_train(dot, s, config).numpy()) for s in seeds])
+        before = _dot_centre(decode.preprocess_eval(dot, 32).numpy())
+        return before, np.array(
+            [_dot_centre(augment.preprocess_train(dot, s, config).numpy()) for s in seeds]
+        )
 
     # Shift: up to 5 % of the side (1.6 px) per axis, a different draw per image.
     before, after = moved(dots[0], jitter_shift=0.05)
@@ -371,33 +385,33 @@ def test_alignment_jitter_is_a_small_similarity_about_the_centre(face_root):
     unit = (before - c) / r
     np.testing.assert_allclose((after - c) @ unit / np.linalg.norm(after - c, axis=1), 1.0, atol=1e-3)
     with pytest.raises(ValueError, match="jitter_shift must be in"):
-        ip.preprocess_train(dots[0], seeds[0], _config(face_root, image_size=32, jitter_rotation=90.0))
+        augment.preprocess_train(dots[0], seeds[0], _config(face_root, image_size=32, jitter_rotation=90.0))
 
 
 def test_centre_crop_and_resize_match_an_independent_reference():
     rgb = _face_crops(1, 40, seed=3)[0]
     # 40 px to 38 (within 9/8): a pure centre crop, exact for a lossless PNG.
-    out = ip.preprocess_eval(tf.constant(_png(rgb)), 38).numpy()
+    out = decode.preprocess_eval(tf.constant(_png(rgb)), 38).numpy()
     np.testing.assert_array_equal(out, rgb[1:39, 1:39])
     # JPEG: the crop is decoded directly; it must agree with decoding all and cropping.
     jpeg = _jpeg(rgb)
     full = tf.io.decode_jpeg(jpeg).numpy()
-    out = ip.preprocess_eval(tf.constant(jpeg), 38).numpy()
+    out = decode.preprocess_eval(tf.constant(jpeg), 38).numpy()
     assert np.abs(out.astype(int) - full[1:39, 1:39]).max() <= 2
     # 60x40 to 16 (far below): centre 40x40 square, resized with antialiasing.
     tall = np.concatenate([rgb[:10], rgb, rgb[-10:]], axis=0)
-    out = ip.preprocess_eval(tf.constant(_png(tall)), 16).numpy()
+    out = decode.preprocess_eval(tf.constant(_png(tall)), 16).numpy()
     ref = tf.image.resize(rgb, [16, 16], antialias=True).numpy()
     assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
     # 40 to 64 (enlarging): plain bilinear.
-    out = ip.preprocess_eval(tf.constant(_png(rgb)), 64).numpy()
+    out = decode.preprocess_eval(tf.constant(_png(rgb)), 64).numpy()
     ref = tf.image.resize(rgb, [64, 64]).numpy()
     assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-3
 
 
 def test_normalize_is_the_official_formula():
     x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    out = ip.normalize(tf.constant(x)).numpy()
+    out = decode.normalize(tf.constant(x)).numpy()
     assert out.dtype == np.float32 and out.shape == x.shape
     np.testing.assert_allclose(out, (x.astype(np.float32) / 255.0 - 0.5) / 0.5, rtol=0, atol=2e-7)
     assert out.min() == -1.0 and out.max() == 1.0
@@ -412,7 +426,9 @@ def _test_records(face_root):
 
 def test_eval_sees_every_frame_once_with_padding_mask(face_root, id_root):
     config = _config(id_root, image_size=32, batch=8)  # root points elsewhere: override it
-    batches = list(ip.create_eval_iterator(config, "test", root=face_root, process_index=0, process_count=1))
+    batches = list(
+        eval_data.create_eval_iterator(config, "test", root=face_root, process_index=0, process_count=1)
+    )
     assert len(batches) == 3  # 22 records
     assert [int(b["mask"].sum()) for b in batches] == [8, 8, 6]
     for b in batches:
@@ -432,7 +448,7 @@ def test_eval_sees_every_frame_once_with_padding_mask(face_root, id_root):
     assert rows == [(r.video_id, r.frame_index, r.label, r.method) for r in expected]
     assert all(isinstance(v, str) for v in batches[0]["video_id"])
     # The pixels are the deterministic preprocessing of each record, normalised.
-    ref = ip.normalize(ip.preprocess_eval(tf.constant(expected[9].image), 32)).numpy()
+    ref = decode.normalize(decode.preprocess_eval(tf.constant(expected[9].image), 32)).numpy()
     np.testing.assert_array_equal(batches[1]["image"][1], ref)
 
 
@@ -441,7 +457,7 @@ def test_eval_hosts_cover_every_frame_once_in_equal_steps(face_root, process_cou
     # 2 hosts: 3 files split by file (14 + 8 records); 4 hosts: fewer files, split by record.
     config = _config(face_root, image_size=16, batch=8)
     per_host = [
-        list(ip.create_eval_iterator(config, "test", process_index=h, process_count=process_count))
+        list(eval_data.create_eval_iterator(config, "test", process_index=h, process_count=process_count))
         for h in range(process_count)
     ]
     assert len({len(h) for h in per_host}) == 1, [len(h) for h in per_host]
@@ -478,13 +494,13 @@ def test_corrupt_file_error_names_the_file(face_root, tmp_path, damage):
     }[damage]
     victim = _broken_copy(face_root, str(tmp_path / "broken"), fn)
     config = _config(str(tmp_path / "broken"), image_size=16, balance="none", steps=5)
-    with pytest.raises(ip.CorruptDataError, match=os.path.basename(victim)):
-        _take(ip.create_train_iterator(config, process_index=0, process_count=1), 5)
+    with pytest.raises(errors.CorruptDataError, match=os.path.basename(victim)):
+        _take(train_data.create_train_iterator(config, process_index=0, process_count=1), 5)
     config.train.steps_per_epoch = 0  # counting the labels reads every file
-    with pytest.raises(ip.CorruptDataError, match=os.path.basename(victim)):
-        ip.train_steps_per_epoch(config)
-    with pytest.raises(ip.CorruptDataError, match=os.path.basename(victim)):
-        ip.check_files(records.split_files(str(tmp_path / "broken"), "train"))
+    with pytest.raises(errors.CorruptDataError, match=os.path.basename(victim)):
+        sizes.train_steps_per_epoch(config)
+    with pytest.raises(errors.CorruptDataError, match=os.path.basename(victim)):
+        errors.check_files(records.split_files(str(tmp_path / "broken"), "train"))
 
 
 def test_undecodable_image_error_names_file_and_record(tmp_path):
@@ -494,14 +510,14 @@ def test_undecodable_image_error_names_file_and_record(tmp_path):
     path = records.shard_path(root, "test", "test", 0, 1)
     records.write(path, good[:3] + [bad] + good[3:])
     config = _config(root, image_size=16, batch=4)
-    with pytest.raises(ip.CorruptDataError, match=rf"{os.path.basename(path)} \(record 3"):
-        list(ip.create_eval_iterator(config, "test", process_index=0, process_count=1))
+    with pytest.raises(errors.CorruptDataError, match=rf"{os.path.basename(path)} \(record 3"):
+        list(eval_data.create_eval_iterator(config, "test", process_index=0, process_count=1))
 
 
 # ---------------------------------------------------------------- benchmark
 
 
 def test_benchmark_reports_throughput(face_root):
-    out = ip.benchmark(_config(face_root, image_size=32), num_batches=3)
+    out = train_data.benchmark(_config(face_root, image_size=32), num_batches=3)
     assert out["batch_size"] == 4 and out["num_batches"] == 3 and out["image_size"] == 32
     assert out["images_per_s"] > 0 and out["seconds"] > 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mat_jax import checkpointing, train
+from mat_jax import checkpointing, state as state_lib
 from train_utils import ROOT, checkpoint_params, run, run_env, stage2_command, steps, tiny_config, train_scalars
 
 pytestmark = pytest.mark.slow  # each test trains through the command line, ~1 min on 2 cores
@@ -99,8 +99,8 @@ def test_two_processes_train_together(data_root, compile_cache, tmp_path):
     assert steps(workdir) == [3, 6]
     # The checkpoint both wrote holds those parameters, and process 0 wrote the eval files.
     config = tiny_config("pretrain", "")
-    model = train.create_model(config, 0)
+    model = state_lib.create_model(config, 0)
     checkpointing.load_model(workdir / "checkpoints" / "6", model)
-    assert train.params_fingerprint(nnx.state(model)) == prints[0]
+    assert state_lib.params_fingerprint(nnx.state(model)) == prints[0]
     metrics = json.loads((workdir / "eval" / "test" / "metrics.json").read_text())
     assert metrics["metrics"]["frame"]["n"] == 24  # every test record once, from both hosts' files

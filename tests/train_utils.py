@@ -19,7 +19,7 @@ from flax import nnx
 
 from configs.ffpp import get_config
 from conftest import FAST_COMPILE
-from mat_jax import checkpointing, train
+from mat_jax import checkpointing, state as state_lib
 from mat_jax.data import records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def tiny_config(stage: str, root: str, **train_overrides):
 
 def checkpoint_params(path, config) -> dict[str, np.ndarray]:
     """Flat {path: array} of the model state stored at `path` (any form `resolve` accepts)."""
-    model = train.create_model(config, 0)
+    model = state_lib.create_model(config, 0)
     checkpointing.load_model(path, model)
     return {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model))}
 
