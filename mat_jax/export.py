@@ -26,7 +26,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mat_jax import inference
+from mat_jax import inference, metrics as metrics_lib
+from mat_jax.config_file import load_config
 
 
 def flat_state(model) -> dict[str, np.ndarray]:
@@ -53,14 +54,14 @@ def parameter_table(model) -> str:
 def collect(trained: inference.Trained, split: str, *, root: str | None = None, max_frames: int = 0,
             batch_size: int = 8) -> dict[str, np.ndarray]:
     """Scores, features and attention maps of every record of `split` (padding removed)."""
-    from mat_jax import input_pipeline
+    from mat_jax.data import eval_data
 
     scorer = inference.Scorer(trained, batch_size=batch_size)
     keys = ("label", "video_id", "frame_index", "method")
     parts: dict[str, list] = {}
     seen = 0
-    for batch in input_pipeline.create_eval_iterator(trained.config, split, batch_size=batch_size, root=root,
-                                                     process_index=0, process_count=1):
+    for batch in eval_data.create_eval_iterator(trained.config, split, batch_size=batch_size, root=root,
+                                                process_index=0, process_count=1):
         keep = np.asarray(batch["mask"]) > 0
         out = scorer(np.asarray(batch["image"])[keep])
         for k in keys:
@@ -83,8 +84,6 @@ def collect(trained: inference.Trained, split: str, *, root: str | None = None, 
 def export_bundle(checkpoint: str, out: str, *, split: str = "test", root: str | None = None, config=None,
                   max_frames: int = 0) -> dict:
     """Writes the analysis bundle `out` (.npz) and `<out>.params.tsv`; returns a summary."""
-    from mat_jax import metrics as metrics_lib
-
     trained = inference.load_trained(checkpoint, config)
     data = collect(trained, split, root=root, max_frames=max_frames)
     results = metrics_lib.compute_metrics(data["score"], data["label"], data["video_id"],
@@ -147,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("nothing to do: give --out=FILE.npz and/or --saved-model=DIR")
     config = None
     if args.config:
-        from mat_jax.interop.convert import load_config
-
         config = load_config(args.config)
     checkpoint = args.workdir or args.checkpoint
     try:

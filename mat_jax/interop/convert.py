@@ -17,29 +17,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
 import numpy as np
 
+from mat_jax import checkpointing
+from mat_jax.config_file import load_config
 from mat_jax.interop import torch as interop
-
-
-def load_config(spec: str):
-    """`path/to/config.py[:arg]` -> ConfigDict, as `--config` of the trainer reads it."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        import configs
-
-        packaged = os.path.join(os.path.dirname(configs.__file__), os.path.basename(path))
-        if not os.path.isfile(packaged):
-            raise FileNotFoundError(f"config file {path} not found")
-        path = packaged
-    module_spec = importlib.util.spec_from_file_location("mat_jax_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+from mat_jax.models.mat import create_model
 
 
 def convert(weights: str, out: str, config, *, target: str = "mat", trust_pickle: bool = False) -> dict:
@@ -47,16 +33,13 @@ def convert(weights: str, out: str, config, *, target: str = "mat", trust_pickle
 
     Returns a summary dict (also stored as the checkpoint's meta).
     """
-    from mat_jax import checkpointing
-    from mat_jax.models.mat import create_model
-
     sd = interop.load_state_dict(weights, trust_pickle=trust_pickle)
     if target == "mat":
-        model = interop.mat_from_state_dict(sd, config.model, seed=int(config.get("seed", 0)))
+        model = interop.mat_from_state_dict(sd, config.model, seed=int(config.seed))
         unused = sorted(k for k in sd if k not in interop.expected_names(model))
         saved = model
     elif target == "backbone":
-        model = create_model(config.model, seed=int(config.get("seed", 0)))
+        model = create_model(config.model, seed=int(config.seed))
         unused = interop.load_backbone(model, sd)
         saved = model.backbone
     else:

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mat_jax.models.mat import MAT
+
 # Buffers of the official model that carry no learnable state of ours: checked or
 # reported, never loaded into a variable.
 _SKIPPED_SUFFIXES = (".num_batches_tracked",)
@@ -320,8 +322,6 @@ def mat_from_state_dict(state_dict: Mapping[str, np.ndarray], model_cfg, *, seed
     The model is built abstractly (shapes only): a strict load replaces every variable,
     so running the random initialisation first would be wasted work.
     """
-    from mat_jax.models.mat import MAT
-
     cfg = dict(model_cfg)
     model = nnx.eval_shape(lambda: MAT(cfg, rngs=nnx.Rngs(seed)))
     load_into(model, state_dict, strict=True, source="MAT state dict")

@@ -20,6 +20,7 @@ from flax import nnx
 from mat_jax import ops
 from mat_jax.models import layers
 from mat_jax.models.efficientnet import EfficientNet, EfficientNetConfig
+from mat_jax.models.xception import Xception, XceptionConfig
 
 # The MAT modules keep PyTorch's BatchNorm2d defaults (eps 1e-5, momentum 0.1).
 MAT_BN = dict(momentum=0.9, epsilon=1e-5)
@@ -128,8 +129,6 @@ def create_backbone(model_cfg: Mapping[str, Any], *, rngs, dtype=None):
         )
         return EfficientNet(cfg, rngs=rngs, dtype=dtype)
     if name == "xception":
-        from mat_jax.models.xception import Xception, XceptionConfig
-
         return Xception(XceptionConfig(num_classes=model_cfg.get("num_classes", 2)), rngs=rngs, dtype=dtype)
     raise ValueError(f"unknown backbone {model_cfg['backbone']!r}: use efficientnet-b0..b7 or xception")
 
