@@ -2,11 +2,12 @@
 
     python -m mat_jax.main --config=configs/demo.py --workdir=workdir/demo
 
-Before training, main builds the demo tree (`python -m data_prep.demo`: real faces from
-photos shipped in pip packages, with motion; fakes made from them by self-blending) and
-prepares it (`python -m data_prep.build --dataset=demo`) into `<workdir>/demo_data/`,
-unless `config.data.root` already holds records. Then it trains MAT (both losses, AGDA)
-with the official recipe's structure at a CPU size, evaluates on the demo's val split
+The config names its data with data_prep's own commands (`config.data.prepare`), which
+mat_jax.main runs before training when `config.data.root` (`<workdir>/demo_data/records`)
+holds no records yet: `python -m data_prep.demo` makes the tree (real faces from photos
+shipped in pip packages, with motion; fakes made from them by self-blending) and
+`python -m data_prep.build --dataset=demo` prepares it. Then it trains MAT (both losses,
+AGDA) with the official recipe's structure at a CPU size, evaluates on the demo's val split
 for model selection and on its test split at the end, and leaves TensorBoard logs,
 checkpoints, metrics JSON/CSV and plots in the workdir.
 
@@ -26,15 +27,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ffpp.get_config("tiny")
     config.seed = 0
 
-    # The demo tree and how to prepare it (data_prep CLI arguments).
-    config.demo = demo = ml_collections.ConfigDict()
-    # Many short videos rather than few long ones: with two source photos, variety of
-    # identities and motion is what keeps a from-scratch model from memorising (96 videos of
-    # 8 frames test better than 48 of 16 and cost about the same to make).
-    demo.videos = "96,10,10"  # real videos per train, val, test split (each with one fake)
-    demo.frames = 8  # frames per video, all of them sampled in every split
-    demo.video_size = "320x240"
-    demo.crop_size = 128  # aligned face crops (the "bench" template, margin 1.3)
+    # The demo tree. Many short videos rather than few long ones: with two source photos,
+    # variety of identities and motion is what keeps a from-scratch model from memorising (96
+    # videos of 8 frames test better than 48 of 16 and cost about the same to make).
+    videos = "96,10,10"  # real videos per train, val, test split (each with one fake)
+    frames = 8  # frames per video, all of them sampled in every split
+    video_size = "320x240"
+    crop_size = 128  # aligned face crops (the "bench" template, margin 1.3)
 
     # The "tiny" MAT of configs/ffpp.py (EfficientNet-B0 at width 0.25, depth 0.2, 64 px)
     # with four attention maps. From scratch and for a few hundred steps, the backbone's
@@ -45,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.bn_momentum = 0.9
 
     config.data.dataset = "demo"
-    config.data.root = ""  # empty: <workdir>/demo_data, built on first run
+    config.data.root = "{workdir}/demo_data/records"  # made on the first run (data.prepare)
     config.data.shuffle_buffer = 2048
     # No alignment jitter (data.jitter_*): val/test faces are cut with landmarks found on each
     # video, and so are the train faces here (self-blended fakes never reuse their real
@@ -68,10 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.steps:
         t.num_train_steps = arg.steps
     if arg.small:
-        demo.videos = "4,2,2"
-        demo.frames = 8
-        demo.video_size = "160x128"
-        demo.crop_size = 64
+        videos, frames, video_size, crop_size = "4,2,2", 8, "160x128", 64
         m.num_attention_maps = 2
         t.batch_size = 8
         t.epochs = 1
@@ -81,4 +77,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         t.eval_every_epochs = 1
         t.eval_every_steps = 0
         t.eval_batch_size = 16
+    raw = "{workdir}/demo_data/raw"
+    config.data.prepare = (
+        f"python -m data_prep.demo --out={raw} --videos={videos} --frames={frames} --size={video_size} "
+        "--qualities=c23 --celebdf=0,0,0 --seed={seed}",
+        f"python -m data_prep.build --dataset=demo --root={raw} --out={{root}} --recipe=bench "
+        f"--size={crop_size} --frames={frames} --workers=2 --no_progress",
+    )
     return config

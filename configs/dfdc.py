@@ -19,7 +19,7 @@ from configs import ffpp
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = ffpp.get_config(arg)
+    config = ffpp.get_config(arg)  # locked: only its keys can be set
     config.data.dataset = "dfdc"
     config.data.root = ""  # directory of the DFDC records written by data_prep
     config.data.color_jitter = 0.2

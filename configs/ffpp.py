@@ -96,8 +96,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "ffpp"
     data.quality = arg.quality
-    # Directory of TFRecords written by `python -m data_prep.build` (gs:// works).
+    # Directory of TFRecords written by `python -m data_prep.build` (gs:// works). "{workdir}"
+    # in it stands for the run's --workdir.
     data.root = ""
+    # Commands that make the records when data.root holds none yet, run in order by
+    # mat_jax.main ("python" is this interpreter; "{workdir}", "{root}" and "{seed}" are
+    # filled in). Empty: the records must exist (the real-data path runs data_prep by hand).
+    data.prepare = ()
     data.balance = "repeat"  # reals repeated to match fakes, as the official loader does
     data.shuffle_buffer = 8192
     data.hflip = True  # the official FF++ augmentation is a horizontal flip only
@@ -157,4 +162,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         train.log_every_steps = 1
         train.eval_batch_size = 4
         data.shuffle_buffer = 16
+    config.lock()  # a mistyped key (in a derived config or on the command line) raises
     return config

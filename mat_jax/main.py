@@ -4,9 +4,11 @@
     python -m mat_jax.main --config=configs/ffpp.py:stage=pretrain --workdir=DIR_STAGE1
     python -m mat_jax.main --config=configs/celebdf.py --workdir=DIR --mode=eval   # cross-dataset
 
-Kept short on purpose: the logic lives in `mat_jax.train` and `mat_jax.evaluate`, which
-tests and notebooks import. On a multi-host system (Cloud TPU pod, SLURM, Open MPI, or
-JAX_COORDINATOR_ADDRESS set by hand) every process runs the same command.
+Flags in, one call out: the records a config can make for itself (`mat_jax.prepare`), then
+`mat_jax.train` or `mat_jax.evaluate`, which tests and notebooks import. On a multi-host
+system (Cloud TPU pod, SLURM, Open MPI, or JAX_COORDINATOR_ADDRESS set by hand) every
+process runs the same command; importing the modules starts no JAX backend, so
+`jax.distributed.initialize` still comes first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mat_jax import demo, logs, parallel
+from mat_jax import evaluate, logs, parallel, prepare, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (`path.py[:arg]`).", lock_config=True)
@@ -36,15 +38,6 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logs.quiet_console(verbose=FLAGS["verbosity"].present)
-    # TensorFlow (tf.data only) must not grab the accelerators that belong to JAX.
-    import tensorflow as tf
-
-    for kind in ("GPU", "TPU"):
-        try:
-            tf.config.set_visible_devices([], kind)
-        except (RuntimeError, ValueError):
-            pass
-
     init_args = parallel.distributed_init_args(os.environ)
     if init_args is not None:
         jax.distributed.initialize(**init_args)
@@ -56,29 +49,23 @@ def main(argv) -> None:
         jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count(),
     )
 
-    from mat_jax import evaluate, train  # after distributed initialisation
-
-    if FLAGS.mode == "train":
-        t_start = time.perf_counter()
-        data_secs = None
-        if "demo" in FLAGS.config:  # configs/demo.py: build and prepare the offline demo data first
-            demo.ensure_data(FLAGS.config, FLAGS.workdir)
-            data_secs = time.perf_counter() - t_start
-        try:
-            summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        except train.Interrupted as e:
-            logging.warning("%s", e)
-            sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
-        if jax.process_index() == 0 and summary.get("final_eval"):
-            split = FLAGS.config.train.get("final_eval_split", "test")
-            print(f"\n{split} split, best checkpoint (step {summary['best'].get('step')}):", flush=True)
-            print(demo.summary_table(summary["final_eval"]), flush=True)
-            print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
-            print(demo.time_split(summary["times"], time.perf_counter() - t_start, data_secs), flush=True)
-    else:
-        evaluate.evaluate_checkpoint(
-            FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split
-        )
+    config = FLAGS.config
+    t_start = time.perf_counter()
+    data_secs = prepare.ensure_records(config, FLAGS.workdir)
+    if FLAGS.mode == "eval":
+        evaluate.evaluate_checkpoint(config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split)
+        return
+    try:
+        result = train.train_and_evaluate(config, FLAGS.workdir)
+    except train.Interrupted as e:
+        logging.warning("%s", e)
+        sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+    if jax.process_index() == 0 and result.get("final_eval"):
+        print(f"\n{config.train.final_eval_split} split, best checkpoint (step {result['best'].get('step')}):",
+              flush=True)
+        print(summary.results_table(result["final_eval"]), flush=True)
+        print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
+        print(summary.time_split(result["times"], time.perf_counter() - t_start, data_secs), flush=True)
 
 
 if __name__ == "__main__":
