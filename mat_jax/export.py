@@ -25,9 +25,12 @@ import sys
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import jax2tf
 
 from mat_jax import inference, metrics as metrics_lib
 from mat_jax.config_file import load_config
+from mat_jax.data import eval_data
+from mat_jax.data.tf_env import tf
 
 
 def flat_state(model) -> dict[str, np.ndarray]:
@@ -54,8 +57,6 @@ def parameter_table(model) -> str:
 def collect(trained: inference.Trained, split: str, *, root: str | None = None, max_frames: int = 0,
             batch_size: int = 8) -> dict[str, np.ndarray]:
     """Scores, features and attention maps of every record of `split` (padding removed)."""
-    from mat_jax.data import eval_data
-
     scorer = inference.Scorer(trained, batch_size=batch_size)
     keys = ("label", "video_id", "frame_index", "method")
     parts: dict[str, list] = {}
@@ -110,9 +111,6 @@ def _json_default(x):
 
 def export_saved_model(checkpoint: str, out_dir: str, *, config=None) -> str:
     """The eval forward as a TF SavedModel with a batch-polymorphic `serve` signature."""
-    import tensorflow as tf
-    from jax.experimental import jax2tf
-
     trained = inference.load_trained(checkpoint, config)
     graphdef, state = nnx.split(trained.model)
     size = trained.image_size
