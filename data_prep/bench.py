@@ -24,8 +24,8 @@ import tempfile
 import time
 
 from data_prep import build, demo
-from data_prep import frames as frames_lib
-from data_prep.worker import Settings
+from mat_jax.faces import frames as frames_lib
+from mat_jax.faces.settings import Settings
 
 
 def cpu_name() -> str:

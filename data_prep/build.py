@@ -13,6 +13,9 @@ features.json) and OUT/summary.json are written, and a summary is printed.
 Speed: ~14 ms of CPU per face crop at 640x480 input, everything included (decoding,
 detection, landmarks, bicubic 380 px alignment, JPEG, merge, process start-up), so up to
 ~140 crops/s with --workers=2 on two idle cores; `python -m data_prep.bench` measures it.
+
+This module is the command line and the build's steps (`prepare`); `run` runs the videos
+through the worker processes, `report` writes the summary and the report.
 """
 
 from __future__ import annotations
@@ -20,41 +23,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import threading
 import time
 
-from data_prep import __version__, sources
-from data_prep import frames as frames_lib
+from data_prep import __version__, report, sources
+from data_prep.run import run_videos
 from data_prep.shards import SettingsMismatch, WorkDir, atomic_write, merge
-from data_prep.worker import Settings, process
+from data_prep.worker import reuses_landmarks
 from mat_jax.data import records
-
-REPORT_FILE = "report.tsv"
-
-_STATE: dict = {}  # per worker process: settings, face finder, work folder
-
-
-def _init_worker(settings: Settings, out: str) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from the processes
-    # Broken videos are expected and land in the report; FFmpeg's and OpenCV's own console
-    # messages about them would only garble the progress bar.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    from data_prep.faces import FaceFinder
-
-    _STATE["settings"] = settings
-    _STATE["finder"] = FaceFinder(settings.detector, settings.detect_size, settings.min_face)
-    _STATE["work"] = WorkDir(out)
-
-
-def _run_one(video: sources.Video) -> dict:
-    return process(video, _STATE["settings"], _STATE["finder"], _STATE["work"])
+from mat_jax.faces import detect
+from mat_jax.faces import frames as frames_lib
+from mat_jax.faces.align import RECIPES
+from mat_jax.faces.settings import Settings
 
 
 def select(videos: list[sources.Video], settings: Settings, limit: int = 0) -> list[sources.Video]:
@@ -136,30 +119,30 @@ def prepare(
     _check_models(settings)
     work.open(ident)
     pending = [v for v in videos if work.result(v.key) is None]
-    first = [v for v in pending if not settings.reuses_landmarks(v)]
-    second = [v for v in pending if settings.reuses_landmarks(v)]
+    first = [v for v in pending if not reuses_landmarks(settings, v)]
+    second = [v for v in pending if reuses_landmarks(settings, v)]
 
     t0 = time.time()
     if workers > 1 and "tensorflow" not in sys.modules:
         # The merge needs TensorFlow (seconds to import); this process only waits on the
         # workers meanwhile, so import it now rather than in the serial tail of the run.
         threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()
-    new_results = _run(
+    new_results = run_videos(
         first, second, settings, out, workers, progress, done=len(videos) - len(pending), total=len(videos)
     )
     t1 = time.time()
     results = [work.result(v.key) for v in videos]
     shard_info = merge(work, dataset, results, num_shards)
-    summary = _summary(dataset, ident, results, shard_info, new_results)
+    summary = report.summary(dataset, ident, results, shard_info, new_results)
     records.write_tfds_metadata(
         out,
         dataset,
         __version__,
         {s: i["lengths"] for s, i in shard_info.items()},
         {s: i["bytes"] for s, i in shard_info.items()},
-        _description(summary),
+        report.description(summary),
     )
-    _write_report(os.path.join(out, REPORT_FILE), results)
+    report.write_report(os.path.join(out, report.REPORT_FILE), results)
     t2 = time.time()
     summary["last_run"].update(
         seconds=round(t2 - t0, 2), process_seconds=round(t1 - t0, 2), merge_seconds=round(t2 - t1, 2)
@@ -168,167 +151,20 @@ def prepare(
     atomic_write(os.path.join(out, records.SUMMARY_FILE), json.dumps(summary, indent=1).encode())
     if not keep_work:
         shutil.rmtree(work.root)
-    _print_summary(summary, out, log)
+    report.print_summary(summary, out, log)
     return summary
 
 
 def _check_models(settings: Settings) -> None:
     """Fails here, with the fix, rather than in every worker (a pool whose initializer
     raises restarts its workers forever)."""
-    from data_prep import faces
-
     try:
-        import dlib  # noqa: F401
+        import dlib  # noqa: F401 - only whether it is installed (FaceFinder imports it itself)
     except ImportError as e:
         raise RuntimeError(f"dlib is missing ({e}): pip install -e '.[prep]'") from e
-    faces.model_path("landmarks68")
+    detect.model_path("landmarks68")
     if settings.detector == "cnn":
-        faces.model_path("mmod")
-
-
-def _run(first, second, settings, out, workers, progress, done, total) -> list[dict]:
-    from tqdm import tqdm
-
-    results: list[dict] = []
-    bar = tqdm(
-        total=total,
-        initial=done,
-        unit="video",
-        disable=not progress,
-        dynamic_ncols=True,
-        desc=f"{settings.dataset} faces",
-    )
-    t0, frames = time.time(), 0
-
-    def note(r):
-        nonlocal frames
-        results.append(r)
-        frames += r["written"]
-        bar.update(1)
-        bar.set_postfix(
-            faces=frames,
-            fps=f"{frames / max(time.time() - t0, 1e-6):.1f}",
-            skipped=sum(x["status"] == "skipped" for x in results),
-            refresh=False,
-        )
-
-    try:
-        if workers <= 1:
-            _init_worker(settings, out)
-            for v in first + second:  # reals before the fakes that reuse their landmarks
-                note(_run_one(v))
-        else:
-            ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, out)) as pool:
-                for batch in (first, second):
-                    for r in pool.imap_unordered(_run_one, batch, chunksize=1):
-                        note(r)
-    finally:
-        bar.close()
-    return results
-
-
-def _summary(dataset, ident, results, shard_info, new_results) -> dict:
-    counts, videos = {}, {}
-    for split in ident["splits"]:
-        rs = [r for r in results if r["split"] == split]
-        if not rs:
-            continue
-        methods: dict[str, int] = {}
-        for r in rs:
-            if r["written"]:
-                methods[r["method"]] = methods.get(r["method"], 0) + r["written"]
-        real = sum(r["written"] for r in rs if r["label"] == records.LABEL_REAL)
-        fake = sum(r["written"] for r in rs if r["label"] == records.LABEL_FAKE)
-        counts[split] = {
-            "total": real + fake,
-            "real": real,
-            "fake": fake,
-            "methods": dict(sorted(methods.items())),
-        }
-        videos[split] = {s: sum(r["status"] == s for r in rs) for s in ("ok", "partial", "skipped")}
-        videos[split]["real"] = sum(r["written"] > 0 and r["label"] == records.LABEL_REAL for r in rs)
-        videos[split]["fake"] = sum(r["written"] > 0 and r["label"] == records.LABEL_FAKE for r in rs)
-        # Faces cut with another video's landmarks (train-split FF++ fakes only): 0 on val/test.
-        counts[split]["reused_landmarks"] = sum(r.get("reused_landmarks", 0) for r in rs)
-    written = sum(r["written"] for r in new_results)
-    return {
-        "dataset": dataset,
-        "version": __version__,
-        "settings": ident,
-        "counts": counts,
-        "videos": videos,
-        "shards": {s: i["files"] for s, i in shard_info.items()},
-        "report": REPORT_FILE,
-        # Timings are filled in by `prepare` once the metadata is written.
-        "last_run": {
-            "videos": len(new_results),
-            "faces": written,
-            "decoded_frames": sum(r["decoded_frames"] for r in new_results),
-        },
-    }
-
-
-def _description(summary: dict) -> str:
-    s = summary["settings"]
-    return (
-        f"{summary['dataset']} face crops by mat_jax data_prep {summary['version']}: one aligned face per "
-        f"sampled frame ({s['crop']['recipe']} recipe, {s['crop']['size']} px, "
-        f"margin {s['crop']['margin_scale']}), "
-        f"detector {s['detector']}, {s['landmarks']}; {_reuse_text(s)}; "
-        f"train sampling {s['train_sampling']}, "
-        f"eval sampling {s['eval_sampling']}. Counts: {json.dumps(summary['counts'])}"
-    )
-
-
-def _reuse_text(s: dict) -> str:
-    splits = s.get("landmark_reuse_splits") or []
-    if not splits:
-        return "landmarks detected on every video"
-    return (
-        f"{'/'.join(splits)} fakes of frame-aligned methods reuse their source real video's "
-        "landmarks; every other video has its own"
-    )
-
-
-def _write_report(path: str, results: list[dict]) -> None:
-    lines = ["status\tsplit\tlabel\tvideo_id\tpath\treason"]
-    for r in sorted(results, key=lambda r: (r["status"] != "skipped", r["key"])):
-        if r["status"] != "ok":
-            lines.append(
-                "\t".join(
-                    [
-                        r["status"],
-                        r["split"],
-                        "fake" if r["label"] else "real",
-                        r["video_id"],
-                        r["path"],
-                        r["reason"].replace("\t", " ").replace("\n", " "),
-                    ]
-                )
-            )
-    atomic_write(path, ("\n".join(lines) + "\n").encode())
-
-
-def _print_summary(summary: dict, out: str, log) -> None:
-    log(f"prepared {summary['dataset']} into {out} ({_reuse_text(summary['settings'])})")
-    for split, c in summary["counts"].items():
-        v = summary["videos"][split]
-        log(
-            f"  {split:5s}: {c['total']} faces ({c['real']} real, {c['fake']} fake) from {v['real']} real + "
-            f"{v['fake']} fake videos; {v['skipped']} skipped, {v['partial']} partial; "
-            f"per method {c['methods']}; {c.get('reused_landmarks', 0)} faces with reused landmarks"
-        )
-    skipped = sum(v["skipped"] for v in summary["videos"].values())
-    partial = sum(v["partial"] for v in summary["videos"].values())
-    if skipped or partial:
-        log(f"  {skipped} videos skipped, {partial} partial: reasons in {os.path.join(out, REPORT_FILE)}")
-    r = summary["last_run"]
-    log(
-        f"  this run: {r['videos']} videos, {r['faces']} faces in {r['seconds']} s "
-        f"({r['faces_per_second']} faces/s; {r['decoded_frames']} frames decoded; "
-        f"videos {r['process_seconds']} s, merge and metadata {r['merge_seconds']} s)"
-    )
+        detect.model_path("mmod")
 
 
 def settings_from_args(a: argparse.Namespace) -> Settings:
@@ -357,9 +193,6 @@ def settings_from_args(a: argparse.Namespace) -> Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    from data_prep.align import RECIPES
-    from data_prep.faces import BACKENDS
-
     p = argparse.ArgumentParser(
         prog="python -m data_prep.build",
         description=__doc__.split("\n\n")[0],
@@ -386,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=0, help="crop side in px; 0: the recipe's (380 / 256)")
     p.add_argument("--scale", type=float, default=0.0, help="crop margin scale; 0: the recipe's (1.0 / 1.3)")
-    p.add_argument("--detector", choices=BACKENDS, default="dlib")
+    p.add_argument("--detector", choices=detect.BACKENDS, default="dlib")
     p.add_argument("--detect_size", type=int, default=320, help="long side of the coarse detection image")
     p.add_argument("--min_face", type=int, default=20, help="smallest face (px) of the Haar fallback")
     p.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="crop encoding")

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from data_prep.results import VideoResult
 from mat_jax.data import records
 
 WORK_DIR = ".work"
@@ -75,15 +76,18 @@ class WorkDir:
         else:
             atomic_write(path, json.dumps(settings, indent=1, sort_keys=True).encode())
 
-    def result(self, key: str) -> dict | None:
+    def result(self, key: str) -> VideoResult | None:
         path = os.path.join(self.parts, f"{key}.json")
         if not os.path.exists(path):
             return None
         with open(path) as f:
-            return json.load(f)
+            return VideoResult.from_json(json.load(f))
 
-    def write_result(self, key: str, result: dict) -> None:
-        atomic_write(os.path.join(self.parts, f"{key}.json"), json.dumps(result, sort_keys=True).encode())
+    def write_result(self, result: VideoResult) -> None:
+        atomic_write(
+            os.path.join(self.parts, f"{result.key}.json"),
+            json.dumps(result.to_json(), sort_keys=True).encode(),
+        )
 
     def write_part(self, key: str, serialized: list[bytes]) -> int:
         data = b"".join(struct.pack("<Q", len(s)) + s for s in serialized)
@@ -124,7 +128,7 @@ def auto_num_shards(total_bytes: int, num_videos: int) -> int:
     return max(1, min(n, num_videos))
 
 
-def merge(work: WorkDir, name: str, results: list[dict], num_shards: int = 0) -> dict:
+def merge(work: WorkDir, name: str, results: list[VideoResult], num_shards: int = 0) -> dict:
     """Writes the shards of every split from the part files; returns per split
     {"files", "lengths", "bytes"}. Videos are spread over shards in a fixed pseudo-random
     order; a video's frames stay together, in frame order."""
@@ -132,12 +136,10 @@ def merge(work: WorkDir, name: str, results: list[dict], num_shards: int = 0) ->
 
     out = {}
     for split in records.SPLITS:
-        done = sorted(
-            (r for r in results if r["split"] == split and r["written"] > 0), key=lambda r: r["key"]
-        )
+        done = sorted((r for r in results if r.split == split and r.written > 0), key=lambda r: r.key)
         keep: set[str] = set()
         if done:
-            n = num_shards or auto_num_shards(sum(r.get("bytes", 0) for r in done), len(done))
+            n = num_shards or auto_num_shards(sum(r.part_bytes or 0 for r in done), len(done))
             n = min(n, len(done))
             order = np.random.default_rng(0).permutation(len(done))
             buckets = [[done[j] for j in order[s::n]] for s in range(n)]
@@ -148,7 +150,7 @@ def merge(work: WorkDir, name: str, results: list[dict], num_shards: int = 0) ->
                 count = 0
                 with tf.io.TFRecordWriter(tmp) as w:
                     for r in bucket:
-                        for rec in work.read_part(r["key"]):
+                        for rec in work.read_part(r.key):
                             w.write(rec)
                             count += 1
                 os.replace(tmp, path)

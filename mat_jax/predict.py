@@ -14,10 +14,10 @@ still scored. Needs the `prep` extra (face detection).
 One preprocessing path: the settings of the records the model was trained on (their
 `summary.json`, found through the model's `config.data.root` or `--records`) give the
 frame sampling of their eval split, the face detector, and the crop recipe and image
-encoding; frames go through data_prep's own `face_crops` (detect, align, encode as the
-records do) and the evaluation pipeline's own decode, resize and normalisation
-(`input_pipeline.eval_images`). So a video of a prepared test split scores here what
-evaluation's videos.csv says.
+encoding; frames go through the crop path data_prep builds with (`mat_jax.faces.crops`: detect,
+align, encode as the records do) and the evaluation pipeline's own decode, resize and
+normalisation (`mat_jax.data.decode.eval_images`). So a video of a prepared test split
+scores here what evaluation's videos.csv says.
 """
 
 from __future__ import annotations
@@ -30,6 +30,19 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from mat_jax import inference, plots
+from mat_jax.config_file import load_config
+from mat_jax.data import decode, records
+
+try:  # face detection is the `prep` extra (OpenCV, dlib)
+    import cv2
+
+    from mat_jax.faces import crops, detect
+    from mat_jax.faces import frames as frames_lib
+    from mat_jax.faces import settings as settings_lib
+except ImportError as e:
+    raise ImportError(f"predict finds faces with OpenCV and dlib ({e}): pip install 'mat_jax[prep]'") from e
 
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -79,28 +92,15 @@ def prep_settings(config, *, records_dir: str = "", recipe: str = "", num_frames
     else "bench" at the model's size, JPEG q95, 20 evenly spaced frames. `recipe`,
     `num_frames` (evenly spaced) and `detector` override the records' choices.
     """
-    from data_prep import frames as frames_lib
-    from data_prep.worker import Settings
-
-    from mat_jax.data import records
-
     size = int(config.model.image_size)
-    root = records_dir or str(config.data.get("root", ""))
-    summary = None
-    if root:
-        try:
-            summary = records.load_summary(root)
-        except Exception:  # noqa: BLE001 - unreachable storage only loses the records' settings
-            summary = None
-    if summary is not None and "settings" in summary:
-        settings = Settings.from_json(summary["settings"])
-    else:
+    root = records_dir or str(config.data.root)
+    summary = settings_lib.read_summary(root)
+    settings = settings_lib.from_summary(summary)
+    if settings is None:
         where = f"{root}/{records.SUMMARY_FILE}" if root else "config.data.root (empty)"
         log(f"predict: no records summary at {where}: guessing the crop; pass --records=DIR (the "
             "data_prep output the model was trained on) to score exactly as evaluation does")
-        settings = Settings(dataset=str(config.data.get("dataset", "") or "ffpp"),
-                            eval_sampling=frames_lib.Sampling(20),
-                            recipe="mat" if size == 380 else "bench", size=size)
+        settings = settings_lib.guess(size, str(config.data.dataset or "ffpp"))
     if recipe:
         settings = dataclasses.replace(settings, recipe=recipe, size=size, scale=0.0)
     if num_frames:
@@ -118,9 +118,6 @@ def prep_settings(config, *, records_dir: str = "", recipe: str = "", num_frames
 
 
 def _read_frames(path: str, kind: str, settings) -> list[Frame]:
-    import cv2
-    from data_prep import frames as frames_lib
-
     if kind == "image":
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
@@ -136,12 +133,8 @@ def _read_frames(path: str, kind: str, settings) -> list[Frame]:
 
 def _find_faces(frames: list[Frame], finder, settings, image_size: int) -> np.ndarray:
     """Sets each frame's box and crop; returns the model inputs of the frames with a face."""
-    from data_prep.worker import face_crops
-
-    from mat_jax import input_pipeline
-
-    faces = face_crops([f.index for f in frames], {f.index: f.image for f in frames}, settings, finder)
-    pixels, inputs = input_pipeline.eval_images([c.image for c in faces], image_size)
+    faces = crops.face_crops([f.index for f in frames], {f.index: f.image for f in frames}, settings, finder)
+    pixels, inputs = decode.eval_images([c.image for c in faces], image_size)
     by_index = {f.index: f for f in frames}
     for c, px in zip(faces, pixels):
         by_index[c.index].box, by_index[c.index].crop = c.box, px
@@ -149,8 +142,6 @@ def _find_faces(frames: list[Frame], finder, settings, image_size: int) -> np.nd
 
 
 def _annotate(frame: Frame, score: float | None, threshold: float) -> np.ndarray:
-    import cv2
-
     img = frame.image.copy()
     if frame.box is None:
         cv2.putText(img, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 0), 2)
@@ -166,10 +157,8 @@ def predict_one(path: str, scorer, finder, settings, *, image_size: int, thresho
                 out_dir: str | None, max_overlays: int = 4) -> Result:
     """Scores one input; every failure becomes `Result.status`, never an exception.
 
-    `settings`: the data_prep `Settings` of the model's records (`prep_settings`).
+    `settings`: the `mat_jax.faces.settings.Settings` of the model's records (`prep_settings`).
     """
-    from mat_jax import plots
-
     lower = path.lower()
     kind = "video" if lower.endswith(VIDEO_EXT) else "image" if lower.endswith(IMAGE_EXT) else "unknown"
     result = Result(path=path, kind=kind)
@@ -208,10 +197,8 @@ def predict_one(path: str, scorer, finder, settings, *, image_size: int, thresho
                                   [f"frame {with_face[i].index}: P(fake) {out['score'][i]:.3f}" for i in order])
             result.outputs["attention"] = png
         if kind == "video":
-            from data_prep.demo import write_video
-
             mp4 = os.path.join(out_dir, f"{stem}_annotated.mp4")
-            write_video(mp4, [_annotate(f, scores.get(f.index), threshold) for f in frames], fps=5)
+            frames_lib.write_video(mp4, [_annotate(f, scores.get(f.index), threshold) for f in frames], fps=5)
             result.outputs["annotated_video"] = mp4
     return result
 
@@ -237,18 +224,11 @@ def run(inputs: list[str], checkpoint: str, *, config=None, out_dir: str | None 
     `num_frames` 0 samples each video as the records' val/test split was sampled;
     `detector` "" and `recipe` "" are the records' too (see `prep_settings`).
     """
-    try:
-        from data_prep.faces import FaceFinder
-    except ImportError as e:
-        raise ImportError("predict finds faces with data_prep: pip install 'mat_jax[prep]'") from e
-
-    from mat_jax import inference
-
     trained = inference.load_trained(checkpoint, config)
     scorer = inference.Scorer(trained, batch_size=batch_size)
     settings = prep_settings(trained.config, records_dir=records_dir, recipe=recipe, num_frames=num_frames,
                              detector=detector, log=log)
-    finder = FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
     results = [predict_one(p, scorer, finder, settings, image_size=trained.image_size, threshold=threshold,
                            out_dir=out_dir) for p in expand_inputs(inputs)]
     if out_dir:
@@ -280,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     config = None
     if args.config:
-        from mat_jax.interop.convert import load_config
-
         config = load_config(args.config)
     try:
         results = run(args.inputs, args.workdir or args.checkpoint, config=config, out_dir=args.out,

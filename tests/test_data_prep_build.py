@@ -14,8 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import align, build, demo, faces, frames, worker
+from data_prep import build, demo
+from data_prep.report import REPORT_FILE
 from mat_jax.data import records
+from mat_jax.faces import align, detect, frames
+from mat_jax.faces.crops import face_crops
+from mat_jax.faces.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 96
@@ -98,7 +102,7 @@ def test_records_match_the_tree(tree, prepared):
         assert (c["total"], c["real"], c["fake"]) == (len(recs[split]), n_real, len(recs[split]) - n_real)
         assert c["methods"] == {METHOD: c["fake"], "original": c["real"]} and c["fake"] == c["real"]
     assert summary["settings"]["crop"]["size"] == SIZE and summary["version"]
-    with open(os.path.join(out, build.REPORT_FILE)) as f:
+    with open(os.path.join(out, REPORT_FILE)) as f:
         assert f.read().splitlines() == ["status\tsplit\tlabel\tvideo_id\tpath\treason"]
     assert not os.path.exists(os.path.join(out, ".work"))
 
@@ -112,7 +116,7 @@ def test_crops_are_the_aligned_faces_of_the_tree(tree, prepared):
         img = cv2.imdecode(np.frombuffer(r.image, np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (SIZE, SIZE, 3) and r.landmarks.shape == (68, 2)
         # Landmarks are stored in crop pixels: their 5 key points sit on the recipe's template.
-        template_err.append(np.abs(faces.five_points(r.landmarks) - recipe.destination()).max())
+        template_err.append(np.abs(detect.five_points(r.landmarks) - recipe.destination()).max())
         name = r.video_id.split("/")[-1]
         if r.label == 0:
             # The crop is the face the tree drew: the same frame aligned with the rendered truth.
@@ -161,14 +165,14 @@ def test_a_test_video_through_face_crops_gives_its_records_bytes(tree, prepared)
     """`face_crops` with the summary's settings (what predict runs) reproduces the records."""
     root, _, _ = tree
     out, recs = prepared
-    settings = build.Settings.from_json(records.load_summary(out)["settings"])
+    settings = Settings.from_json(records.load_summary(out)["settings"])
     assert settings.to_json() == {k: v for k, v in records.load_summary(out)["settings"].items()
                                   if k not in ("tool_version", "limit")}
     fake = next(r.video_id for r in recs["test"] if r.label == 1)
     path = f"{root}/ffpp/manipulated_sequences/{METHOD}/c23/videos/{fake.split('/')[-1]}.mp4"
     idx, got = frames.read_sampled(path, settings.sampling("test"))
-    finder = faces.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
-    crops = worker.face_crops(idx, got, settings, finder)
+    finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    crops = face_crops(idx, got, settings, finder)
     stored = {r.frame_index: r for r in recs["test"] if r.video_id == fake}
     assert [c.index for c in crops] == sorted(stored) and all(c.box is not None for c in crops)
     for c in crops:
@@ -243,7 +247,7 @@ def test_kill_and_rerun_gives_the_same_records(tree, prepared, tmp_path):
 def test_celebdf_tree_gets_its_test_list_and_flipped_labels(tree, tmp_path):
     root, manifest, _ = tree
     out = str(tmp_path / "cdf")
-    settings = build.Settings(
+    settings = Settings(
         dataset="celebdf",
         train_sampling=frames.Sampling(2),
         eval_sampling=frames.Sampling(2),

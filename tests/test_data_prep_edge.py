@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import skimage.data
 
-from data_prep import build, demo, frames, sbi
-from data_prep.faces import FaceFinder
+from data_prep import build, demo_faces, sbi
+from data_prep.report import REPORT_FILE
 from mat_jax.data import records
+from mat_jax.faces import frames
+from mat_jax.faces.detect import FaceFinder
+from mat_jax.faces.settings import Settings
 
 N_FRAMES, SAMPLED = 6, 3
 
@@ -26,23 +29,23 @@ def edge_tree(tmp_path_factory):
     fakes = os.path.join(root, "manipulated_sequences", "SBI", "c23", "videos")
     masks = os.path.join(root, "manipulated_sequences", "SBI", "masks", "videos")
     photo = skimage.data.astronaut()
-    ident = demo.Identity("astronaut", photo, demo.photo_landmarks(photo, FaceFinder()), {})
+    ident = demo_faces.Identity("astronaut", photo, demo_faces.photo_landmarks(photo, FaceFinder()), {})
     rng = np.random.default_rng(0)
-    normal, normal_lm = demo.render(ident, N_FRAMES, (320, 240), rng)
-    demo.write_video(f"{vids}/000.mp4", normal)
+    normal, normal_lm = demo_faces.render(ident, N_FRAMES, (320, 240), rng)
+    frames.write_video(f"{vids}/000.mp4", normal)
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in normal]
-    demo.write_video(f"{vids}/001.mp4", gray, gray=True)  # a real 1-channel (gray) H.264 stream
-    demo.write_video(f"{vids}/002.mp4", demo.render(ident, N_FRAMES, (240, 320), rng)[0])  # portrait
-    small, small_lm = demo.render(ident, N_FRAMES, (640, 480), rng, face_frac=(0.09, 0.1), background=128)
-    demo.write_video(f"{vids}/003.mp4", small)  # a ~45 px face in 640x480
+    frames.write_video(f"{vids}/001.mp4", gray, gray=True)  # a real 1-channel (gray) H.264 stream
+    frames.write_video(f"{vids}/002.mp4", demo_faces.render(ident, N_FRAMES, (240, 320), rng)[0])  # portrait
+    small, small_lm = demo_faces.render(ident, N_FRAMES, (640, 480), rng, face_frac=(0.09, 0.1), background=128)
+    frames.write_video(f"{vids}/003.mp4", small)  # a ~45 px face in 640x480
     with open(f"{vids}/004.mp4", "wb") as f:  # corrupt: bytes that are no video at all
         f.write(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     open(f"{vids}/005.mp4", "wb").close()  # zero-length
     coffee = cv2.resize(skimage.data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)
-    demo.write_video(f"{vids}/006.mp4", [np.roll(coffee, 4 * k, axis=1) for k in range(N_FRAMES)])  # no face
-    tiny = demo.render(ident, N_FRAMES, (640, 480), rng, face_frac=(0.02, 0.022), background=128)[0]
-    demo.write_video(f"{vids}/007.mp4", tiny)  # a ~10 px face: below every detector
-    demo.write_video(f"{root}/tmp.mp4", normal)
+    frames.write_video(f"{vids}/006.mp4", [np.roll(coffee, 4 * k, axis=1) for k in range(N_FRAMES)])  # no face
+    tiny = demo_faces.render(ident, N_FRAMES, (640, 480), rng, face_frac=(0.02, 0.022), background=128)[0]
+    frames.write_video(f"{vids}/007.mp4", tiny)  # a ~10 px face: below every detector
+    frames.write_video(f"{root}/tmp.mp4", normal)
     with open(f"{root}/tmp.mp4", "rb") as f:  # truncated: the index (moov) at the end is cut off
         data = f.read()
     with open(f"{vids}/008.mp4", "wb") as f:
@@ -50,11 +53,11 @@ def edge_tree(tmp_path_factory):
     os.remove(f"{root}/tmp.mp4")
     # 009 is listed in the splits but missing on disk.
     p = sbi.draw_params(np.random.default_rng(2))
-    fk, mk = demo.sbi_video(normal, normal_lm, p)
-    demo.write_video(f"{fakes}/000_001.mp4", fk)
-    demo.write_video(f"{masks}/000_001.mp4", mk, crf=10)
-    fk, _ = demo.sbi_video([cv2.cvtColor(g, cv2.COLOR_GRAY2RGB) for g in gray], normal_lm, p)
-    demo.write_video(f"{fakes}/001_000.mp4", [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in fk], gray=True)
+    fk, mk = demo_faces.sbi_video(normal, normal_lm, p)
+    frames.write_video(f"{fakes}/000_001.mp4", fk)
+    frames.write_video(f"{masks}/000_001.mp4", mk, crf=10)
+    fk, _ = demo_faces.sbi_video([cv2.cvtColor(g, cv2.COLOR_GRAY2RGB) for g in gray], normal_lm, p)
+    frames.write_video(f"{fakes}/001_000.mp4", [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in fk], gray=True)
     os.makedirs(f"{root}/splits")
     for split, pairs in (
         ("train", [["000", "001"], ["002", "003"]]),
@@ -69,7 +72,7 @@ def edge_tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def edge_out(edge_tree, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("edge_out"))
-    settings = build.Settings(
+    settings = Settings(
         dataset="ffpp",
         train_sampling=frames.Sampling(SAMPLED),
         eval_sampling=frames.Sampling(SAMPLED),
@@ -79,7 +82,7 @@ def edge_out(edge_tree, tmp_path_factory):
     summary = build.prepare(
         "ffpp", edge_tree[0], out, settings, workers=2, progress=False, log=lambda *_: None
     )
-    with open(os.path.join(out, build.REPORT_FILE)) as f:
+    with open(os.path.join(out, REPORT_FILE)) as f:
         report = {row["video_id"]: row for row in csv.DictReader(f, delimiter="\t")}
     recs = [
         r

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from data_prep import align, faces, frames, sources
-from data_prep.demo import write_video
+from data_prep import sources
 from mat_jax.data import records
+from mat_jax.faces import align, detect, frames
+from mat_jax.faces.frames import write_video
 
 # --- records ---------------------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ def test_dfdc_reader_reads_metadata_and_labels_csv(tmp_path):
 
 @pytest.fixture(scope="module")
 def finder():
-    return faces.FaceFinder("dlib")
+    return detect.FaceFinder("dlib")
 
 
 def test_finder_puts_68_landmarks_on_the_astronaut(finder):
@@ -239,7 +240,7 @@ def test_finder_puts_68_landmarks_on_the_astronaut(finder):
     assert face is not None and face.found_by == "hog" and face.landmarks.shape == (68, 2)
     x0, y0, x1, _ = face.box
     assert 150 < x0 < 200 and 60 < y0 < 100 and 70 < x1 - x0 < 130  # the face, not the mission patch
-    eyes = faces.five_points(face.landmarks)[:2]
+    eyes = detect.five_points(face.landmarks)[:2]
     assert eyes[0, 0] < eyes[1, 0] and abs(eyes[0, 1] - eyes[1, 1]) < 10
     assert finder.find(np.full((240, 320, 3), 128, np.uint8)) is None
 
@@ -253,7 +254,7 @@ def test_small_faces_fall_back_to_upsampling_or_haar(finder):
     assert found is not None and found.found_by in ("hog-up1", "haar")
     cx, cy = found.landmarks.mean(0)
     assert 400 < cx < 456 and 300 < cy < 356
-    haar = faces.FaceFinder("haar").find(skimage.data.astronaut())
+    haar = detect.FaceFinder("haar").find(skimage.data.astronaut())
     assert haar is not None and 170 < haar.landmarks[:, 0].mean() < 280
 
 

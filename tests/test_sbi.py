@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 
 from data_prep import sbi
-from data_prep.faces import FaceFinder
+from mat_jax.faces.detect import FaceFinder
 
 
 @pytest.fixture(scope="module")

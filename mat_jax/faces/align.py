@@ -17,7 +17,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from data_prep.faces import five_points
+from mat_jax.faces.detect import five_points
 
 _MAT_320 = (
     np.array([[122.5, 141.25], [197.5, 141.25], [160.0, 178.75], [137.5, 225.25], [182.5, 225.25]]) / 320

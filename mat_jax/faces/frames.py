@@ -1,4 +1,4 @@
-"""Decoding videos and choosing which frames to keep.
+"""Video files in and out: decoding, choosing which frames to keep, and H.264 writing.
 
 Two sampling modes:
 * evenly spaced ("linspace"): `num` indices spread over the whole video, as DeepfakeBench
@@ -9,6 +9,9 @@ Two sampling modes:
 Frames are read sequentially (`grab` for skipped frames): seeking in H.264 is unreliable,
 and the container's frame count can be wrong, so a short read is detected and the sample
 recomputed from the frames actually decoded.
+
+`write_video` encodes frames with imageio-ffmpeg's ffmpeg (the demo tree's videos, predict's
+annotated videos).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import dataclasses
 import os
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
 
@@ -129,3 +133,28 @@ def read_sampled(path: str, sampling: Sampling) -> tuple[list[int], dict[int, np
 def read_at(path: str, indices: list[int]) -> dict[int, np.ndarray]:
     """RGB frames at exactly `indices` (for mask videos); missing ones are left out."""
     return _read(path, sorted(indices))[0] if indices else {}
+
+
+def write_video(path: str, frames, crf: int = 23, fps: int = 25, gray: bool = False) -> None:
+    """H.264 mp4 of RGB (or, with `gray`, single-channel) uint8 frames via imageio-ffmpeg's ffmpeg."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError(f"no frames to write to {path}")
+    h, w = frames[0].shape[:2]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    writer = imageio_ffmpeg.write_frames(
+        path,
+        (w, h),
+        pix_fmt_in="gray" if gray else "rgb24",
+        pix_fmt_out="gray" if gray else "yuv420p",
+        fps=fps,
+        codec="libx264",
+        quality=None,
+        macro_block_size=2,
+        ffmpeg_log_level="error",
+        output_params=["-crf", str(crf), "-preset", "veryfast"],
+    )
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()

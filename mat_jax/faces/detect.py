@@ -81,7 +81,9 @@ class FaceFinder:
     _TARGET = 110.0  # px: comfortably above HOG's ~80 px minimum
 
     def __init__(self, backend: str = "dlib", detect_size: int = 320, min_face: int = 20):
-        import dlib  # deferred: the prep extra is optional for the rest of the project
+        # Deferred: without dlib, BACKENDS and model_path still work, so data_prep.build can
+        # say how to install it instead of failing on import.
+        import dlib
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown face backend {backend!r}; choose one of {BACKENDS}")

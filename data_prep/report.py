@@ -1,0 +1,128 @@
+"""A finished build's account: the summary (summary.json), the tfds description, report.tsv
+(every video that is not "ok", with its reason) and the summary lines printed at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from data_prep import __version__
+from data_prep.results import STATUSES, VideoResult
+from data_prep.shards import atomic_write
+from mat_jax.data import records
+
+REPORT_FILE = "report.tsv"
+
+
+def summary(
+    dataset: str,
+    ident: dict,
+    results: list[VideoResult],
+    shard_info: dict,
+    new_results: list[VideoResult],
+) -> dict:
+    """The summary of a build: `results` of every video, `new_results` of this run's; the
+    timings of "last_run" are left to the caller."""
+    counts, videos = {}, {}
+    for split in ident["splits"]:
+        rs = [r for r in results if r.split == split]
+        if not rs:
+            continue
+        methods: dict[str, int] = {}
+        for r in rs:
+            if r.written:
+                methods[r.method] = methods.get(r.method, 0) + r.written
+        real = sum(r.written for r in rs if r.label == records.LABEL_REAL)
+        fake = sum(r.written for r in rs if r.label == records.LABEL_FAKE)
+        counts[split] = {
+            "total": real + fake,
+            "real": real,
+            "fake": fake,
+            "methods": dict(sorted(methods.items())),
+        }
+        videos[split] = {s: sum(r.status == s for r in rs) for s in STATUSES}
+        videos[split]["real"] = sum(r.written > 0 and r.label == records.LABEL_REAL for r in rs)
+        videos[split]["fake"] = sum(r.written > 0 and r.label == records.LABEL_FAKE for r in rs)
+        # Faces cut with another video's landmarks (train-split FF++ fakes only): 0 on val/test.
+        counts[split]["reused_landmarks"] = sum(r.reused_landmarks for r in rs)
+    written = sum(r.written for r in new_results)
+    return {
+        "dataset": dataset,
+        "version": __version__,
+        "settings": ident,
+        "counts": counts,
+        "videos": videos,
+        "shards": {s: i["files"] for s, i in shard_info.items()},
+        "report": REPORT_FILE,
+        # Timings are filled in by `build.prepare` once the metadata is written.
+        "last_run": {
+            "videos": len(new_results),
+            "faces": written,
+            "decoded_frames": sum(r.decoded_frames for r in new_results),
+        },
+    }
+
+
+def description(summary: dict) -> str:
+    """The tfds dataset description of a build with this summary."""
+    s = summary["settings"]
+    return (
+        f"{summary['dataset']} face crops by mat_jax data_prep {summary['version']}: one aligned face per "
+        f"sampled frame ({s['crop']['recipe']} recipe, {s['crop']['size']} px, "
+        f"margin {s['crop']['margin_scale']}), "
+        f"detector {s['detector']}, {s['landmarks']}; {reuse_text(s)}; "
+        f"train sampling {s['train_sampling']}, "
+        f"eval sampling {s['eval_sampling']}. Counts: {json.dumps(summary['counts'])}"
+    )
+
+
+def reuse_text(s: dict) -> str:
+    """Which faces were cut with reused landmarks, in words, from the summary's settings."""
+    splits = s.get("landmark_reuse_splits") or []
+    if not splits:
+        return "landmarks detected on every video"
+    return (
+        f"{'/'.join(splits)} fakes of frame-aligned methods reuse their source real video's "
+        "landmarks; every other video has its own"
+    )
+
+
+def write_report(path: str, results: list[VideoResult]) -> None:
+    """report.tsv: the skipped videos first, then the partial ones, each with its reason."""
+    lines = ["status\tsplit\tlabel\tvideo_id\tpath\treason"]
+    for r in sorted(results, key=lambda r: (r.status != "skipped", r.key)):
+        if r.status != "ok":
+            lines.append(
+                "\t".join(
+                    [
+                        r.status,
+                        r.split,
+                        "fake" if r.label else "real",
+                        r.video_id,
+                        r.path,
+                        r.reason.replace("\t", " ").replace("\n", " "),
+                    ]
+                )
+            )
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+
+
+def print_summary(summary: dict, out: str, log) -> None:
+    log(f"prepared {summary['dataset']} into {out} ({reuse_text(summary['settings'])})")
+    for split, c in summary["counts"].items():
+        v = summary["videos"][split]
+        log(
+            f"  {split:5s}: {c['total']} faces ({c['real']} real, {c['fake']} fake) from {v['real']} real + "
+            f"{v['fake']} fake videos; {v['skipped']} skipped, {v['partial']} partial; "
+            f"per method {c['methods']}; {c.get('reused_landmarks', 0)} faces with reused landmarks"
+        )
+    skipped = sum(v["skipped"] for v in summary["videos"].values())
+    partial = sum(v["partial"] for v in summary["videos"].values())
+    if skipped or partial:
+        log(f"  {skipped} videos skipped, {partial} partial: reasons in {os.path.join(out, REPORT_FILE)}")
+    r = summary["last_run"]
+    log(
+        f"  this run: {r['videos']} videos, {r['faces']} faces in {r['seconds']} s "
+        f"({r['faces_per_second']} faces/s; {r['decoded_frames']} frames decoded; "
+        f"videos {r['process_seconds']} s, merge and metadata {r['merge_seconds']} s)"
+    )
