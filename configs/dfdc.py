@@ -6,7 +6,7 @@
 
 Same model and recipe as `configs/ffpp.py` (variant arguments pass through), with the
 official DFDC training augmentation approximated by the input pipeline's options
-(`reference_mat.md` §3: flip, colour jitter, blur, JPEG 65-80; the official loader also
+(docs/reference.md, "Training recipe": flip, colour jitter, blur, JPEG 65-80; the official loader also
 adds noise and to-gray, which the pipeline does not offer). The official loader samples
 30 frames per training video. Evaluation results go to `WORKDIR/eval/dfdc_test/`.
 """

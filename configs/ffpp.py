@@ -7,7 +7,7 @@ Stage 1 (`stage=pretrain`) trains the backbone alone with cross-entropy on its o
 logits for 20 epochs; stage 2 (the default, `stage=mat`) builds MAT from the stage-1
 checkpoint (`config.init_from`) and trains 30 epochs with
 CE + 0.5 * regional loss + CE(AGDA image) + 0.1 * match loss. Numbers follow the
-official code (`reference_mat.md` §3), not the paper, where they differ.
+official code (docs/reference.md, "Training recipe"), not the paper, where they differ.
 
 Arguments (comma separated after the file name):
   stage=mat|pretrain  which stage of the recipe

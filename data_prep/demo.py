@@ -88,6 +88,22 @@ def make_demo_tree(
     return manifest
 
 
+def existing_tree(out: str) -> dict | None:
+    """The arguments a finished tree in `out` was made with (from its demo.json), or None.
+
+    demo.json is written last, so a tree killed half-way has none and is made again.
+    """
+    try:
+        with open(os.path.join(out, "demo.json")) as f:
+            m = json.load(f)
+    except FileNotFoundError:
+        return None
+    celebdf = m["celebdf"].get("counts", [0, 0, 0])
+    videos = [2 * len(m["ffpp"]["splits"][split]) for split in ("train", "val", "test")]
+    return {"seed": m["seed"], "frames": m["frames"], "size": m["size"], "qualities": m["qualities"],
+            "videos": videos, "celebdf": list(celebdf)}
+
+
 def _make_tree(out, videos_per_split, frames, size, qualities, celebdf, seed, log, write):
     rng = np.random.default_rng(seed)
     photos = face_photos()
@@ -232,13 +248,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--celebdf", default="6,2,6", help="Celeb-real,YouTube-real,Celeb-synthesis videos")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    videos, celebdf = _ints(a.videos, 3), _ints(a.celebdf, 3)
+    made = existing_tree(a.out)
+    if made is not None:
+        wanted = {"seed": a.seed, "frames": a.frames, "size": list(_ints(a.size, 2)),
+                  "qualities": a.qualities.split(","), "videos": list(videos), "celebdf": list(celebdf)}
+        if made != wanted:
+            print(f"error: {a.out} holds a demo tree made with {made}, not {wanted}: remove it or choose "
+                  "another --out", file=sys.stderr)
+            return 2
+        print(f"demo tree already in {a.out} (its demo.json): kept")
+        return 0
     make_demo_tree(
         a.out,
-        videos_per_split=_ints(a.videos, 3),
+        videos_per_split=videos,
         frames=a.frames,
         size=_ints(a.size, 2),
         qualities=tuple(a.qualities.split(",")),
-        celebdf=_ints(a.celebdf, 3),
+        celebdf=celebdf,
         seed=a.seed,
     )
     print(

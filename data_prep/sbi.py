@@ -2,7 +2,7 @@
 
 A real face is blended with a slightly altered copy of itself inside a soft, wobbly mask
 around its landmarks, so the only cue left is the blending itself: a colour / sharpness
-mismatch and a seam. Restated from the paper and data.md §9 (numpy + OpenCV only):
+mismatch and a seam. Restated from the paper (numpy + OpenCV only):
 
 1. two copies of the face, *source* and *target*; one of them gets colour changes (RGB
    shift, hue/saturation/value, brightness/contrast) and one frequency change (nearest

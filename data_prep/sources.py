@@ -1,6 +1,6 @@
 """Dataset readers: a raw tree -> one `Video` row per video (path, label, split, method, ...).
 
-Layouts follow ../shared/docs/data.md §1. Readers only list files; they never decode, so a
+Layouts: docs/data.md. Readers only list files; they never decode, so a
 corrupt or empty video is listed like any other and reported later by the worker.
 """
 
@@ -15,7 +15,7 @@ from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
 # Fakes whose face is not where their source real video's face is: self-blended images move
-# and rescale the face inside the blend on purpose (data.md §9, step 5), so the real video's
+# and rescale the face inside the blend on purpose (step 5 of data_prep/sbi.py), so the real video's
 # landmarks would put a fake's eyes and mouth off the crop template, a label cue in the crops
 # that landmarks found on the video itself never give (the demo's model learned it and then
 # missed fakes cut with their own landmarks). They never get a `landmark_source`.
@@ -199,7 +199,7 @@ def celebdf(root: str) -> list[Video]:
     """Celeb-DF v2: the 518 videos of List_of_testing_videos.txt are `test`, all others `train`.
 
     The list's first column is 1 for REAL (the reverse of our labels). Keeping the test list
-    out of train avoids DeepfakeBench's leak (data.md §2.3).
+    out of train avoids DeepfakeBench's leak (its Celeb-DF train list holds test videos).
     """
     listing = os.path.join(root, "List_of_testing_videos.txt")
     if not os.path.isfile(listing):

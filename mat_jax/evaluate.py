@@ -1,6 +1,6 @@
 """Evaluation: per-frame scores from a jitted eval step, frame and video metrics, result files.
 
-The protocol of the official `evaluation.py` (`reference_mat.md` §5): frame score =
+The protocol of the official `evaluation.py` (docs/reference.md, "Evaluation protocol"): frame score =
 softmax P(fake); video score = mean of its frame scores; ACC at 0.5, AUC (and here EER
 and AP) at frame and video level, plus a per-method breakdown (each method vs the reals).
 Padding rows of the last batch carry mask 0 and are dropped before any metric.

@@ -2,7 +2,7 @@
 
 * `cross_entropy`: softmax cross-entropy over integer labels (0 real, 1 fake).
 * `regional_loss`: the regional independence loss as the official `Auxiliary_Loss_v2`
-  computes it (`reference_mat.md` §2.2), returning the updated feature centres instead
+  computes it (docs/reference.md, "Regional independence loss"), returning the updated feature centres instead
   of mutating a buffer, so the train step stays a pure function.
 
 Under a `jax.jit` whose batch is sharded over a mesh, every mean below is over the

@@ -53,7 +53,9 @@ def main(argv) -> None:
     t_start = time.perf_counter()
     data_secs = prepare.ensure_records(config, FLAGS.workdir)
     if FLAGS.mode == "eval":
-        evaluate.evaluate_checkpoint(config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split)
+        evaluate.evaluate_checkpoint(
+            config, FLAGS.workdir, checkpoint=FLAGS.checkpoint, split=FLAGS.eval_split
+        )
         return
     try:
         result = train.train_and_evaluate(config, FLAGS.workdir)
@@ -61,8 +63,8 @@ def main(argv) -> None:
         logging.warning("%s", e)
         sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
     if jax.process_index() == 0 and result.get("final_eval"):
-        print(f"\n{config.train.final_eval_split} split, best checkpoint (step {result['best'].get('step')}):",
-              flush=True)
+        best_step = result["best"].get("step")
+        print(f"\n{config.train.final_eval_split} split, best checkpoint (step {best_step}):", flush=True)
         print(summary.results_table(result["final_eval"]), flush=True)
         print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
         print(summary.time_split(result["times"], time.perf_counter() - t_start, data_secs), flush=True)

@@ -1,7 +1,7 @@
 """The training objective of MAT: one function of (model, batch, key) -> (loss, aux).
 
 It composes the model with the pure losses and AGDA as the official `train_batch`
-does (`reference_mat.md` §2.4):
+does (docs/reference.md, "AGDA and the training objective"):
 
     L = ce_w * CE(clean) + regional_w * RIL(clean)
         + agda_ce_w * CE(AGDA image) + match_w * match(V_aug, V)

@@ -25,7 +25,8 @@ from mat_jax.data import records
 
 def _fill(text: str, config, workdir: str) -> str:
     # str.replace, not str.format: a bucket path or a flag may hold other braces.
-    for key, value in (("{workdir}", workdir), ("{root}", str(config.data.root)), ("{seed}", str(config.seed))):
+    values = {"{workdir}": workdir, "{root}": str(config.data.root), "{seed}": str(config.seed)}
+    for key, value in values.items():
         text = text.replace(key, value)
     return text
 

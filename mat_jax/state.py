@@ -56,7 +56,7 @@ def is_mat(what) -> bool:
         return model_kind(what) == MAT
     if isinstance(what, Mapping):
         return what.get("model") == MAT
-    raise TypeError(f"is_mat: expected a config, a checkpoint meta dict or a model, got {type(what).__name__}")
+    raise TypeError(f"is_mat: expected a config, a checkpoint's meta or a model, got {type(what).__name__}")
 
 
 def create_model(config, seed: int | None = None) -> nnx.Module:

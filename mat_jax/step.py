@@ -1,7 +1,7 @@
 """The train step: one compiled pure function of (state, batch) -> (new state, metrics).
 
 Forward, AGDA second pass, losses (`objective`), optax update, BatchNorm statistics and the
-regional loss's centre update, with the state donated (style.md §5). Every PRNG key and the
+regional loss's centre update, with the state donated. Every PRNG key and the
 centre step alpha are functions of the optimizer's step counter, so a resumed run draws what
 an uninterrupted one draws.
 """

@@ -1,6 +1,6 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-Both stages of the official recipe (`reference_mat.md` §3):
+Both stages of the official recipe (docs/reference.md, "Training recipe"):
 
   * `config.stage == "pretrain"`: the backbone alone, cross-entropy on its own logits.
   * `config.stage == "mat"`: MAT, started from `config.init_from` (a stage-1 checkpoint
@@ -155,7 +155,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # ------------------------------------------------------------- Input Pipeline
         steps_per_epoch = sizes.train_steps_per_epoch(config)
         num_steps = total_steps(config, steps_per_epoch)
-        eval_every = int(config.train.eval_every_steps) or int(config.train.eval_every_epochs) * steps_per_epoch
+        t = config.train
+        eval_every = int(t.eval_every_steps) or int(t.eval_every_epochs) * steps_per_epoch
         eval_split = str(config.train.eval_split)
         logging.info("%d steps per epoch, %d steps in all", steps_per_epoch, num_steps)
 

@@ -82,7 +82,7 @@ def test_parameter_counts_match_published_models(name, classes, expected):
 def test_mat_parameter_count_and_other_m():
     cfg = get_config().model
     model = nnx.eval_shape(lambda: MAT(dict(cfg), rngs=nnx.Rngs(0)))
-    assert count_params(model) == 18_826_068  # the official MAT (B4, M=4), reference_mat.md §1.6
+    assert count_params(model) == 18_826_068  # the official MAT (B4, M=4), docs/reference.md
     cfg.num_attention_maps = 8
     cfg.padding = "same"
     model = nnx.eval_shape(lambda: MAT(dict(cfg), rngs=nnx.Rngs(0)))

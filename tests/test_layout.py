@@ -8,7 +8,8 @@ Static checks over the source (ast, no imports), so they cost a second:
     only mat_jax.main imports the trainer;
   * code reads config values as attributes (`config.x`), never `config.get(x, default)`:
     defaults live in the config files;
-  * README's layout table names every module and package, and every path it names exists.
+  * README's layout table names every module and package, and every path it names exists;
+  * README and docs/ link only to files inside the repository.
 """
 
 from __future__ import annotations
@@ -162,3 +163,14 @@ def test_readme_layout_names_every_module_and_only_real_paths():
         if str(rel) not in named:
             missing.append(str(rel))
     assert not missing, "README's layout table does not mention: " + ", ".join(missing)
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+def test_pages_link_only_to_files_in_the_repository(page):
+    path = ROOT / page
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if re.match(r"[a-z]+://", target) or target.startswith("#"):
+            continue
+        resolved = (path.parent / target.split("#")[0]).resolve()
+        assert resolved.is_relative_to(ROOT), f"{page} links outside the repository: {target}"
+        assert resolved.exists(), f"{page} links to {target}, which does not exist"

@@ -1,4 +1,4 @@
-"""Similarity alignment of a face to a 5-point template (data.md §4).
+"""Similarity alignment of a face to a 5-point template (docs/data.md, "Face detection and alignment").
 
 Recipes:
 * "mat": the official MAT crops: template at 320 px scaled to an aligned 384 px image, then

@@ -1,4 +1,6 @@
-"""Offline face detection + 68 landmarks, with pluggable backends (data.md §6).
+"""Offline face detection + 68 landmarks, with pluggable backends.
+
+docs/data.md ("Face detection and alignment") says which detector runs when.
 
 Backends (`BACKENDS`), all with weights inside pip packages:
 * "dlib" (default): dlib HOG, then the OpenCV Haar cascade for faces HOG misses;

@@ -46,7 +46,7 @@ class Sampling:
         return sorted(set(np.linspace(0, n_frames - 1, self.num).round().astype(int).tolist()))
 
 
-# The official MAT recipe (reference_mat.md §4.2, §5).
+# The official MAT recipe (docs/data.md, "Frame sampling").
 PRESETS = {"mat_train": Sampling(50, 10), "mat_eval": Sampling(20, 5)}
 
 

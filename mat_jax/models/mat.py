@@ -1,6 +1,6 @@
 """MAT: multi-attentional deepfake detection (Zhao et al., CVPR 2021) in Flax NNX.
 
-Follows what the official code computes (`reference_mat.md` §1), not the paper:
+Follows what the official code computes (docs/reference.md, "Model"), not the paper:
 attention maps from a 3x3 conv/BN/ReLU/1x1 conv/BN/ELU+1 stack with a fixed border
 mask, the "v2" texture enhancement block (tanh gate from the detached maps, per-head
 grouped dense block), textural and global bilinear attention pooling, and a hardswish
