@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -26,17 +25,7 @@ import time
 from data_prep import build, demo
 from mat_jax.faces import frames as frames_lib
 from mat_jax.faces.settings import Settings
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from mat_jax.machine import cpu_model
 
 
 def _cpu_seconds() -> float:
@@ -74,7 +63,7 @@ def run(
             man = os.path.join(tree, "ffpp", "manipulated_sequences")
             os.rename(os.path.join(man, demo.METHOD), os.path.join(man, "Deepfakes"))
         out = {
-            "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+            "machine": f"{cpu_model()}, {os.cpu_count()} cores",
             "workers": workers,
             "input": f"{size[0]}x{size[1]} H.264 CRF 23, {frames} frames/video",
             "sampled_per_video": sample,

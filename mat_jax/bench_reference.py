@@ -40,6 +40,7 @@ from typing import Any
 import jax
 
 from mat_jax import timing
+from mat_jax.machine import cpu_model
 
 # F401: NotACheckout, what `compare` and `probe` raise for a bad PATH; the CLI and tests take it from here.
 from mat_jax.reference_code import NotACheckout, build_official, load_official, official_device  # noqa: F401
@@ -113,7 +114,7 @@ def machine_info(device, threads: int) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return {
-        "cpu": timing.cpu_model(), "cores": os.cpu_count(), "threads": threads,
+        "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
         "ours_device": timing.device_description(),
         "official_device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": versions,

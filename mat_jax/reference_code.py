@@ -56,7 +56,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mat_jax import timing
+from mat_jax import state as state_lib, timing
 
 # Present in every commit of yoctta/multiple-attention, and all of them are loaded.
 REQUIRED_FILES = ("models/MAT.py", "models/efficientnet/model.py", "models/efficientnet/utils.py",
@@ -174,7 +174,7 @@ def official_config(off, config, batch: int, *, agda: bool = True):
     m, loss, o = config.model, config.loss, config.optim
     size = int(m.image_size)
     params = dict(
-        feature_layer="logits" if config.stage == "pretrain" else m.texture_layer,
+        feature_layer=m.texture_layer if state_lib.is_mat(config) else "logits",
         attention_layer=m.attention_layer, num_attentions=int(m.num_attention_maps),
         mid_dims=int(m.mid_dims), dropout_rate=float(m.head_dropout),
         drop_final_rate=float(m.final_dropout), num_classes=int(m.num_classes),

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -29,19 +28,9 @@ import jax
 import numpy as np
 
 from mat_jax import evaluate, parallel, state as state_lib, step as step_lib
+from mat_jax.machine import cpu_model
 from mat_jax.data import records, train_data
 from mat_jax.data.tf_env import tf
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_description() -> str:
