@@ -3,7 +3,8 @@
 Modules: `sources` (dataset readers), `worker` (one video -> records), `results` (a video's
 outcome, its completion marker), `shards` (work folder, part files, merge), `run` (videos over
 worker processes, progress bar), `report` (summary, dataset description, report.tsv), `build`
-(the CLI and the build's steps), `sbi` (self-blended pseudo-fakes), `demo_faces` (the demo's
+(the CLI and the build's steps), `perturb` (the DeeperForensics-1.0 perturbations), `robustness`
+(perturbed copies of an eval split), `sbi` (self-blended pseudo-fakes), `demo_faces` (the demo's
 synthetic face videos), `demo` (an offline FF++-shaped tree), `bench`.
 
 Frame sampling, face detection, alignment, the build settings and the frames -> face crops

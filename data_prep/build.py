@@ -10,6 +10,10 @@ no face) are skipped and listed with their reason in OUT/report.tsv. At the end 
 `OUT/<dataset>-<split>.tfrecord-NNNNN-of-NNNNN`, the tfds description (dataset_info.json,
 features.json) and OUT/summary.json are written, and a summary is printed.
 
+`--perturb=all|GB:3,VC:5|...` (after the clean build, with the same options and `--out`) makes
+the DeeperForensics-1.0 perturbed copies of its eval split, one records folder each under
+OUT/robustness/<TYPE>-<level>/, as `data_prep.robustness` describes.
+
 Speed: ~14 ms of CPU per face crop at 640x480 input, everything included (decoding,
 detection, landmarks, bicubic 380 px alignment, JPEG, merge, process start-up), so up to
 ~140 crops/s with --workers=2 on two idle cores; `python -m data_prep.bench` measures it.
@@ -29,7 +33,7 @@ import sys
 import threading
 import time
 
-from data_prep import __version__, report, sources
+from data_prep import __version__, perturb, report, robustness, sources
 from data_prep.run import run_videos
 from data_prep.shards import SettingsMismatch, WorkDir, atomic_write, merge
 from data_prep.worker import reuses_landmarks
@@ -75,9 +79,12 @@ def prepare(
     splits_dir: str | None = None,
     progress: bool = True,
     keep_work: bool = False,
+    perturb_spec: str = "",
     log=print,
 ) -> dict:
-    """Builds (or resumes, or confirms) the prepared dataset in `out`; returns its summary.
+    """Builds (or resumes, or confirms) the prepared dataset in `out`; returns its summary
+    (with `perturb_spec`, the perturbed copies of the clean build in `out` instead:
+    {copy name: summary}, see `data_prep.robustness.prepare`).
 
     Args:
       dataset: one of sources.DATASETS.
@@ -90,12 +97,23 @@ def prepare(
       splits_dir: folder of FF++'s train/val/test.json when they are not inside `root`.
       progress: show a progress bar.
       keep_work: keep OUT/.work (part files, landmarks) after the merge.
+      perturb_spec: "" for the clean build; else which perturbed copies to make (`perturb.parse`).
       log: where the summary lines go.
     """
     settings = settings or Settings(dataset=dataset)
     if settings.dataset != dataset:
         raise ValueError(f"settings are for {settings.dataset!r}, not {dataset!r}")
     ident = _identity(settings, limit)
+    if perturb_spec:
+        perturb.parse(perturb_spec)  # a bad spec fails before the tree is listed
+        listed = sources.list_videos(
+            dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
+        )
+        _check_models(settings)
+        return robustness.prepare(
+            dataset, out, ident, settings, perturb_spec, select(listed, settings, limit),
+            workers=workers, num_shards=num_shards, progress=progress, keep_work=keep_work, log=log,
+        )  # fmt: skip
     os.makedirs(out, exist_ok=True)
     work = WorkDir(out)
     done_summary = records.load_summary(out)
@@ -238,6 +256,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N videos of each split and method")
     p.add_argument("--keep_work", action="store_true", help="keep OUT/.work after the merge")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument(
+        "--perturb",
+        default="",
+        help="after the clean build in --out (same options): make its DeeperForensics-1.0 perturbed "
+        f"copies in OUT/robustness/<TYPE>-<level>/: 'all', types ({','.join(perturb.REGISTRY)}; all "
+        "five levels) or TYPE:LEVEL, comma-separated, e.g. GB:3,VC:5",
+    )
     return p
 
 
@@ -256,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             splits_dir=a.splits_dir,
             progress=not a.no_progress,
             keep_work=a.keep_work,
+            perturb_spec=a.perturb,
         )
     except (sources.LayoutError, SettingsMismatch, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

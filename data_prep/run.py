@@ -1,14 +1,18 @@
 """Runs `worker.process` over a build's pending videos, in worker processes, with a progress bar.
 
 Reals come before the fakes that reuse their landmarks (`first`, then `second`); each
-worker process holds its own settings, face finder and work folder (`_STATE`).
+worker process holds its own settings, face finder and work folder (`_STATE`). `run_jobs`
+is the general form: any module-level `job(item, state) -> [VideoResult, ...]` over batches
+of items (`data_prep.robustness` runs its perturbed copies through it).
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import time
+from collections.abc import Callable, Sequence
 
 import cv2
 from tqdm import tqdm
@@ -34,8 +38,12 @@ def _init_worker(settings: Settings, out: str) -> None:
     _STATE["work"] = WorkDir(out)
 
 
-def _run_one(video: Video) -> VideoResult:
-    return process(video, _STATE["settings"], _STATE["finder"], _STATE["work"])
+def _process_video(video: Video, state: dict) -> list[VideoResult]:
+    return [process(video, state["settings"], state["finder"], state["work"])]
+
+
+def _call(job: Callable, item) -> list[VideoResult]:
+    return job(item, _STATE)
 
 
 def run_videos(
@@ -50,22 +58,43 @@ def run_videos(
 ) -> list[VideoResult]:
     """Processes `first`, then `second` (which may reuse landmarks saved by `first`); returns
     the results in completion order. `done` of `total` videos were finished before."""
-    results: list[VideoResult] = []
-    bar = tqdm(
-        total=total,
-        initial=done,
-        unit="video",
-        disable=not progress,
-        dynamic_ncols=True,
-        desc=f"{settings.dataset} faces",
+    return run_jobs(
+        [first, second],
+        _process_video,
+        settings,
+        out,
+        workers,
+        progress,
+        done,
+        total,
+        f"{settings.dataset} faces",
     )
+
+
+def run_jobs(
+    batches: Sequence[list],
+    job: Callable,
+    settings: Settings,
+    out: str,
+    workers: int,
+    progress: bool,
+    done: int,
+    total: int,
+    desc: str,
+    unit: str = "video",
+) -> list[VideoResult]:
+    """`job(item, state)` for every item, a batch finished before the next begins; `state` is
+    the worker's (settings, face finder, work folder of `out`). Returns the results in
+    completion order; the bar counts results, `done` of `total` finished before."""
+    results: list[VideoResult] = []
+    bar = tqdm(total=total, initial=done, unit=unit, disable=not progress, dynamic_ncols=True, desc=desc)
     t0, frames = time.time(), 0
 
-    def note(r: VideoResult) -> None:
+    def note(rs: list[VideoResult]) -> None:
         nonlocal frames
-        results.append(r)
-        frames += r.written
-        bar.update(1)
+        results.extend(rs)
+        frames += sum(r.written for r in rs)
+        bar.update(len(rs))
         bar.set_postfix(
             faces=frames,
             fps=f"{frames / max(time.time() - t0, 1e-6):.1f}",
@@ -76,14 +105,15 @@ def run_videos(
     try:
         if workers <= 1:
             _init_worker(settings, out)
-            for v in first + second:  # reals before the fakes that reuse their landmarks
-                note(_run_one(v))
+            for batch in batches:  # reals before the fakes that reuse their landmarks
+                for item in batch:
+                    note(job(item, _STATE))
         else:
             ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
             with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, out)) as pool:
-                for batch in (first, second):
-                    for r in pool.imap_unordered(_run_one, batch, chunksize=1):
-                        note(r)
+                for batch in batches:
+                    for rs in pool.imap_unordered(functools.partial(_call, job), batch, chunksize=1):
+                        note(rs)
     finally:
         bar.close()
     return results
