@@ -96,6 +96,26 @@ def roc_plot(path, curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], t
     _save(fig, path)
 
 
+def robustness_plot(path, curves: Mapping[str, Sequence[tuple[int, float]]], clean: float, title: str) -> None:
+    """AUC against perturbation level, one line per type {type: [(level, auc), ...]}; clean AUC dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, points in sorted(curves.items()):
+        points = sorted(points)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    if np.isfinite(clean):
+        ax.axhline(clean, color="black", linestyle="--", linewidth=1, label=f"clean ({clean:.4f})")
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    levels = sorted({p[0] for points in curves.values() for p in points})
+    ax.set_xticks(levels)
+    ax.set_xlabel("perturbation level (DeeperForensics-1.0)")
+    ax.set_ylabel("AUC")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower left", fontsize=8, ncol=2)
+    _save(fig, path)
+
+
 def roc_curves(scores: np.ndarray, labels: np.ndarray, methods: np.ndarray | None = None) -> dict:
     """{"all": ..., method: ...} ROC curves; each method against all reals (the FF++ protocol)."""
     curves = {}
@@ -128,6 +148,39 @@ def score_histogram(path, scores: np.ndarray, labels: np.ndarray, title: str, th
     ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
+    _save(fig, path)
+
+
+def reliability_plot(path, bins_data: Mapping[str, np.ndarray], title: str) -> None:
+    """A reliability diagram from `calibration.reliability_bins`: per-bin accuracy against confidence.
+
+    Bars of each bin's accuracy over its span, the diagonal of perfect calibration, each
+    bin's mean confidence as a dot, and below them the number of samples per bin.
+    """
+    plt = _pyplot()
+    edges = np.asarray(bins_data["edges"], np.float64)
+    count = np.asarray(bins_data["count"])
+    acc = np.asarray(bins_data["accuracy"], np.float64)
+    conf = np.asarray(bins_data["confidence"], np.float64)
+    filled = count > 0
+    p_fake = bins_data.get("convention") == "p_fake"
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar(edges[:-1][filled], acc[filled], width=np.diff(edges)[filled], align="edge",
+           color="tab:blue", edgecolor="black", linewidth=0.5,
+           label="fraction of fakes" if p_fake else "accuracy")
+    ax.plot(conf[filled], acc[filled], "o", color="tab:red", markersize=3,
+            label="(mean confidence, accuracy) of a bin")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_ylabel("fraction of fakes" if p_fake else "accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    axc.bar(edges[:-1], count, width=np.diff(edges), align="edge", color="grey", edgecolor="black",
+            linewidth=0.5)
+    axc.set_xlabel("P(fake)" if p_fake else "confidence, P(predicted class)")
+    axc.set_ylabel("count")
+    fig.tight_layout()
     _save(fig, path)
 
 
