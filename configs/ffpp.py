@@ -117,6 +117,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.jitter_scale = 0.0
     data.jitter_rotation = 0.0
 
+    # ------------------------------------------------------------------ evaluation
+    config.eval = ev = ml_collections.ConfigDict()
+    # Video score from frame scores: "mean" (of P(fake): the field's protocol), "mean_logit",
+    # "max" or "topk" (mean of the `topk` largest); every rule is also reported side by side.
+    ev.aggregation = "mean"
+    ev.topk = 3
+    # A decision threshold is chosen on val (at the EER and at this FPR) and applied unchanged
+    # to test; TPR at FPR 1% and 0.1% are reported on every split.
+    ev.target_fpr = 0.01
+    ev.calibration_bins = 15  # ECE bins
+    ev.temperature_scaling = True  # fit T on val, report test's ECE / Brier before and after
+    ev.bootstrap_draws = 1000  # 95% intervals of video AUC / ACC / EER, resampling videos
+    ev.seed = 0
+
+    # ------------------------------------------------------------------ robustness
+    # --mode=robustness: the best checkpoint on perturbed copies of an eval split (the
+    # DeeperForensics-1.0 protocol), one records folder per (perturbation, level) under `root`,
+    # made by `python -m data_prep.build ... --perturb=all` ("{root}" is data.root).
+    config.robustness = robust = ml_collections.ConfigDict()
+    robust.root = "{root}/robustness"
+    robust.split = "test"
+    robust.prepare = ()  # commands that make the copies, run first like data.prepare
+    robust.after_training = False  # also run it at the end of a training run (the demo does)
+
     # ------------------------------------------------------------------ schedule
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 60  # global; the official run used ~15 per GPU on 4 GPUs

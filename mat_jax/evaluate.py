@@ -17,8 +17,6 @@ Files, written by process 0 under `<workdir>/eval/<name>/` (name defaults to the
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from typing import Any, Mapping
@@ -30,29 +28,11 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from mat_jax import checkpointing, metrics as metrics_lib, parallel, plots, state as state_lib
-from mat_jax.data import eval_data
+from mat_jax import (assessment, checkpointing, eval_files, manifest, metrics as metrics_lib, parallel, plots,
+                     state as state_lib)
+from mat_jax.data import eval_data, records
 
-
-def video_rows(s: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One row per video (sorted by id): mean frame score, label, method, frame count, prediction."""
-    v = metrics_lib.aggregate_videos(s["score"], s["label"], s["video_id"], s["method"])
-    return [
-        {"video_id": str(v["video_id"][i]), "method": str(v["method"][i]), "label": int(v["label"][i]),
-         "num_frames": int(v["n_frames"][i]), "score": float(v["score"][i]),
-         # The ACC convention of mat_jax.metrics: fake iff the score is above 0.5.
-         "prediction": int(v["score"][i] > 0.5)}
-        for i in range(len(v["video_id"]))
-    ]
-
-
-def _csv(rows: list[Mapping[str, Any]], fields: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in fields})
-    return buf.getvalue()
+THRESHOLDS_FILE = "thresholds.json"  # what a validation split chose (assessment.fit)
 
 
 class Evaluator:
@@ -107,31 +87,49 @@ class Evaluator:
         workdir: str | None = None,
         name: str | None = None,
         step: int | None = None,
+        checkpoint: str | None = None,
         extra: Mapping[str, Any] | None = None,
         attention_examples: int = 0,
+        fit: bool = False,
+        fitted: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Scores `split`, computes the metrics and (process 0, with `workdir`) writes the files.
 
-        With `attention_examples` > 0 (single process, MAT) it also draws the attention maps
-        over that many faces of the split, half real and half fake, as `attention.png`.
+        `fit`: choose decision thresholds and a temperature on this split (a validation split),
+        returned as results["fitted"] and written as thresholds.json; `fitted`: such choices
+        from another split, reported here unchanged (`mat_jax.assessment`). With
+        `attention_examples` > 0 (single process, MAT) it also draws the attention maps over
+        that many faces of the split, half real and half fake, as `attention.png`.
         """
         t0 = time.perf_counter()
         s = self.scores(model_state, split, root=root)
         methods = s["method"] if np.any(s["method"] != "") else None
-        results = metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods)
+        aggregate = assessment.aggregator(self.config)
+        results = metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods, aggregate=aggregate)
+        results.update(assessment.assess(s, self.config, dict(fitted) if fitted is not None else None))
+        ci = results["video_ci95"]
+        results["video"]["ci95"] = {m: [ci[m]["low"], ci[m]["high"]] for m in ("auc", "acc", "eer")}
+        if fit:
+            results["fitted"] = {**assessment.fit(s, self.config), "split": split, "step": step,
+                                 "checkpoint": checkpoint}
         seconds = time.perf_counter() - t0
         logging.info("eval %s: %d frames in %.1f s: %s", split, len(s["score"]), seconds, _short(results))
         if workdir is not None and jax.process_index() == 0:
-            write_results(
-                epath.Path(workdir) / "eval" / (name or split),
-                s,
-                results,
-                info={"split": split, "step": step, "root": root or self.config.data.root,
-                      "seconds": seconds, **dict(extra or {})},
+            out_dir = epath.Path(workdir) / "eval" / (name or split)
+            root = root or str(self.config.data.root)
+            eval_files.write_results(
+                out_dir, s, results,
+                info={"split": split, "step": step, "root": root, "seconds": seconds,
+                      **({"checkpoint": checkpoint} if checkpoint else {}), **dict(extra or {})},
+                aggregate=aggregate, reliability=assessment.reliability(s, self.config),
             )
+            record = manifest.build(self.config, checkpoint=checkpoint, step=step, root=root, split=split)
+            (out_dir / manifest.FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            if fit:
+                (out_dir / THRESHOLDS_FILE).write_text(
+                    json.dumps(eval_files.jsonable(results["fitted"]), indent=2, sort_keys=True) + "\n")
             if attention_examples > 0 and jax.process_count() == 1:
-                self._attention_figure(model_state, split, root, attention_examples,
-                                       epath.Path(workdir) / "eval" / (name or split) / "attention.png")
+                self._attention_figure(model_state, split, root, attention_examples, out_dir / "attention.png")
         return results
 
     def _attention_figure(self, model_state, split, root, count: int, path) -> None:
@@ -171,57 +169,14 @@ def _short(results: Mapping[str, Any]) -> str:
     return "; ".join(parts) or str(list(results))
 
 
-def _jsonable(x):
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if np.isfinite(v) else None  # JSON has no NaN: an undefined metric is null
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def write_results(out_dir: epath.Path, s: Mapping[str, np.ndarray], results: Mapping[str, Any], info) -> None:
-    """metrics.json, videos.csv, frames.csv, roc.png and a history line under `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**_jsonable(dict(info)), "metrics": _jsonable(results)}
-    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    with (out_dir / "history.jsonl").open("a") as f:
-        f.write(json.dumps(payload, sort_keys=True) + "\n")
-
-    videos = video_rows(s)
-    fields = ["video_id", "method", "label", "num_frames", "score", "prediction"]
-    (out_dir / "videos.csv").write_text(_csv(videos, fields))
-    order = np.lexsort((s["frame_index"], s["video_id"]))
-    frames = [
-        {"video_id": str(s["video_id"][i]), "frame_index": int(s["frame_index"][i]),
-         "method": str(s["method"][i]), "label": int(s["label"][i]), "score": float(s["score"][i])}
-        for i in order
-    ]
-    (out_dir / "frames.csv").write_text(_csv(frames, ["video_id", "frame_index", "method", "label", "score"]))
-
-    split = info.get("split", "")
-    v_scores = np.array([v["score"] for v in videos])
-    v_labels = np.array([v["label"] for v in videos])
-    v_methods = np.array([v["method"] for v in videos])
-    methods = s["method"] if np.any(s["method"] != "") else None
-    frame_curves = plots.roc_curves(s["score"], s["label"], methods)
-    video_curves = plots.roc_curves(v_scores, v_labels, v_methods if methods is not None else None)
-    curves = {f"{level} {name}": c for level, group in (("frame", frame_curves), ("video", video_curves))
-              for name, c in group.items() if name == "all"}
-    plots.roc_plot(out_dir / "roc.png", curves, title=f"ROC, {split}")
-    if len(frame_curves) > 2:  # several methods: one figure per level with a curve each
-        plots.roc_plot(out_dir / "roc_methods_frame.png", frame_curves, title=f"ROC per method (frames), {split}")
-        plots.roc_plot(out_dir / "roc_methods_video.png", video_curves, title=f"ROC per method (videos), {split}")
-    plots.score_histogram(out_dir / "scores.png", s["score"], s["label"], title=f"P(fake) per frame, {split}")
-
-
-# --------------------------------------------------------------------------- checkpoint evaluation
+def restore(config, workdir: str, checkpoint: str | None, mesh):
+    """(graphdef, model, meta, path): the model of `config` with a checkpoint's weights (default:
+    the workdir's best, else its latest), replicated over `mesh`."""
+    graphdef, state = state_lib.create_model_state(config, mesh)
+    model = nnx.merge(graphdef, state)
+    resolved = checkpointing.resolve(checkpoint or workdir)
+    meta = checkpointing.load_model(resolved, model)
+    return graphdef, model, meta, resolved
 
 
 def evaluate_checkpoint(
@@ -242,10 +197,7 @@ def evaluate_checkpoint(
     mesh = parallel.create_mesh()
     parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
     with jax.set_mesh(mesh):
-        graphdef, state = state_lib.create_model_state(config, mesh)
-        model = nnx.merge(graphdef, state)
-        resolved = checkpointing.resolve(checkpoint or workdir)
-        meta = checkpointing.load_model(resolved, model)
+        graphdef, model, meta, resolved = restore(config, workdir, checkpoint, mesh)
         logging.info(
             "evaluating %s (step %s) on %s/%s", resolved, meta.get("step"), root or config.data.root, split
         )
@@ -253,7 +205,33 @@ def evaluate_checkpoint(
         if name is None:
             dataset = str(config.data.dataset)
             name = f"{dataset}_{split}" if root is not None or dataset not in ("", "ffpp") else split
+        step = meta.get("step")
+        fitted = val_choices(evaluator, nnx.state(model), config, workdir, step=step, checkpoint=str(resolved),
+                             split=split)
         return evaluator.run(
-            nnx.state(model), split, root=root, workdir=workdir, name=name, step=meta.get("step"),
-            extra={"checkpoint": str(resolved)}, attention_examples=8,
+            nnx.state(model), split, root=root, workdir=workdir, name=name, step=step,
+            checkpoint=str(resolved), attention_examples=8, fitted=fitted, fit=split == config.train.eval_split,
         )
+
+
+def val_choices(evaluator: Evaluator, model_state, config, workdir: str, *, step, checkpoint: str,
+                split: str) -> dict[str, Any] | None:
+    """The thresholds and temperature that this checkpoint's validation split chose, to apply to `split`.
+
+    Read from `<workdir>/eval/<val>/thresholds.json` when it was written for this checkpoint's
+    step (training's final evaluation writes it); else made by scoring the val split of
+    `config.data.root` when it has one; else None (a dataset with no val split, and no FF++
+    thresholds of this checkpoint beside it).
+    """
+    val = str(config.train.eval_split)
+    if val == split:
+        return None
+    # A cross-dataset config has no val split of its own: the training run's "val" choices apply.
+    saved = epath.Path(workdir) / "eval" / (val or "val") / THRESHOLDS_FILE
+    if saved.exists():
+        fitted = json.loads(saved.read_text())
+        if fitted.get("step") == step:
+            return fitted
+    if not val or not records.split_files(str(config.data.root), val):
+        return None
+    return evaluator.run(model_state, val, workdir=workdir, step=step, checkpoint=checkpoint, fit=True)["fitted"]

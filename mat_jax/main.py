@@ -21,15 +21,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mat_jax import evaluate, logs, parallel, prepare, summary, train
+from mat_jax import evaluate, logs, parallel, prepare, robustness, summary, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (`path.py[:arg]`).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and evaluation results.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate a checkpoint.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "robustness"],
+                  "Train (and evaluate); only evaluate a checkpoint; or score it on perturbed copies of a split.")
 flags.DEFINE_string("eval_split", "test", "--mode=eval: the split to evaluate.")
 flags.DEFINE_string(
-    "checkpoint", None, "--mode=eval: checkpoint to evaluate (default: the workdir's best, else latest)."
+    "checkpoint", None,
+    "--mode=eval/robustness: checkpoint to evaluate (default: the workdir's best, else latest).",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -51,6 +53,9 @@ def main(argv) -> None:
 
     config = FLAGS.config
     t_start = time.perf_counter()
+    if FLAGS.mode == "robustness":
+        _robustness(config, FLAGS.checkpoint)
+        return
     data_secs = prepare.ensure_records(config, FLAGS.workdir)
     if FLAGS.mode == "eval":
         evaluate.evaluate_checkpoint(
@@ -68,6 +73,21 @@ def main(argv) -> None:
         print(summary.results_table(result["final_eval"]), flush=True)
         print(f"results, plots and checkpoints: {FLAGS.workdir}", flush=True)
         print(summary.time_split(result["times"], time.perf_counter() - t_start, data_secs), flush=True)
+    if config.robustness.after_training:
+        _robustness(config, None)
+
+
+def _robustness(config, checkpoint: str | None) -> None:
+    t0 = time.perf_counter()
+    data_secs = prepare.ensure_perturbed(config, FLAGS.workdir)
+    result = robustness.run(config, FLAGS.workdir, checkpoint=checkpoint)
+    if jax.process_index() == 0:
+        print(f"\nrobustness, step {result['step']}, {result['split']} split: video AUC per perturbation level",
+              flush=True)
+        print(summary.robustness_table(result), flush=True)
+        data = f"perturbed copies {data_secs:.0f} s, " if data_secs is not None else ""
+        print(f"table and plot: {FLAGS.workdir}/eval/robustness/ ({data}{time.perf_counter() - t0:.0f} s in all)",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,8 @@ def compute_metrics(
     labels: Sequence[int] | np.ndarray,
     video_ids: Sequence[str] | np.ndarray | None,
     methods: Sequence[str] | np.ndarray | None = None,
+    *,
+    aggregate=None,
 ) -> dict:
     """All metrics of one evaluation.
 
@@ -208,6 +210,8 @@ def compute_metrics(
       video_ids: the video of each frame; None skips the video level.
       methods: the manipulation method of each frame ("original" for reals); adds the
         per-method breakdown, each method's fakes against all reals (label 0).
+      aggregate: frame scores -> video rows, called like `aggregate_videos` (the default:
+        the mean of the frames' scores); `mat_jax.aggregation` has the other rules.
 
     Returns:
       {"frame": m, "video": m, "per_method": {method: {"frame": m, "video": m}}}, where m is
@@ -223,7 +227,7 @@ def compute_metrics(
             raise ValueError(f"{scores.size} scores but {methods.size} methods")
     videos = None
     if video_ids is not None:
-        videos = aggregate_videos(scores, labels, video_ids, methods)
+        videos = (aggregate or aggregate_videos)(scores, labels, video_ids, methods=methods)
         result["video"] = binary_metrics(videos["score"], videos["label"])
     if methods is not None:
         per_method = {m: {"frame": v} for m, v in _per_method(scores, labels, methods).items()}

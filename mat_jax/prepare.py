@@ -44,6 +44,21 @@ def _run(command: str) -> None:
                            "cause it printed above and run the same command again (it resumes)")
 
 
+def ensure_perturbed(config, workdir: str) -> float | None:
+    """Fills in `config.robustness.root` and runs `config.robustness.prepare` (after the clean
+    records exist: the copies are cut with their landmarks). data_prep confirms copies that are
+    already complete and finishes interrupted ones, so the commands always run."""
+    ensure_records(config, workdir)
+    config.robustness.root = _fill(str(config.robustness.root), config, workdir)
+    commands = [_fill(c, config, workdir) for c in config.robustness.prepare]
+    if not commands:
+        return None
+    t0 = time.perf_counter()
+    for command in commands:
+        _run(command)
+    return time.perf_counter() - t0
+
+
 def ensure_records(config, workdir: str) -> float | None:
     """Sets `config.data.root` to its filled-in path and makes the records there if the config
     says how and they are missing. Returns the seconds spent preparing, or None if nothing ran."""

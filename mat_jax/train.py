@@ -317,13 +317,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if final_split:
                 model, _ = nnx.merge(graphdef, state)
                 best_step = mngr.best_step()
+                evaluated, path = step, None
                 if best_step is not None:
-                    checkpointing.load_model(mngr.best_directory, model)
+                    path = str(checkpointing.resolve(mngr.best_directory))
+                    checkpointing.load_model(path, model)
+                    evaluated = best_step
                     logging.info("final %s eval of the best checkpoint, step %d", final_split, best_step)
                 t_eval = time.perf_counter()
+                fitted = None
+                if eval_split and eval_split != final_split:
+                    # Thresholds and temperature are chosen on val with the model that test sees.
+                    fitted = evaluator.run(nnx.state(model), eval_split, workdir=workdir, step=evaluated,
+                                           checkpoint=path, fit=True)["fitted"]
                 results = evaluator.run(
-                    nnx.state(model), final_split, workdir=workdir, step=best_step if best_step else step,
-                    attention_examples=8,
+                    nnx.state(model), final_split, workdir=workdir, step=evaluated, checkpoint=path,
+                    attention_examples=8, fitted=fitted,
                 )
                 times["eval"] += time.perf_counter() - t_eval
                 flat = _flatten_metrics(results)

@@ -12,7 +12,7 @@ from etils import epath
 from flax import nnx
 
 from configs import celebdf
-from mat_jax import checkpointing, evaluate, parallel, state as state_lib
+from mat_jax import checkpointing, eval_files, evaluate, parallel, state as state_lib
 from mat_jax.data import eval_data
 from train_utils import make_dataset, tiny_config
 
@@ -33,7 +33,7 @@ def test_write_results_hand_made(tmp_path):
     }
     results = evaluate.metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], s["method"])
     out = epath.Path(tmp_path) / "eval" / "x"
-    evaluate.write_results(out, s, results, info={"split": "test", "step": 7})
+    eval_files.write_results(out, s, results, info={"split": "test", "step": 7})
     videos = list(csv.DictReader((out / "videos.csv").open()))
     assert [v["video_id"] for v in videos] == ["a", "b", "c"]
     assert [float(v["score"]) for v in videos] == pytest.approx([0.3, 0.8, 0.6])
@@ -54,7 +54,7 @@ def test_one_class_split_writes_nan_as_null(tmp_path):
          "frame_index": np.array([0, 0]), "method": np.array(["original", "original"])}  # fmt: skip
     results = evaluate.metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], s["method"])
     out = epath.Path(tmp_path)
-    evaluate.write_results(out, s, results, info={"split": "test"})
+    eval_files.write_results(out, s, results, info={"split": "test"})
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"]["frame"]["auc"] is None and saved["metrics"]["frame"]["acc"] == 1.0
     assert (out / "roc.png").exists()
