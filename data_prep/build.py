@@ -33,8 +33,7 @@ import sys
 import threading
 import time
 
-from data_prep import __version__, perturb, report, robustness, sources
-from data_prep.run import run_videos
+from data_prep import __version__, perturb, report, robustness, run, sources
 from data_prep.shards import SettingsMismatch, WorkDir, atomic_write, merge
 from data_prep.worker import reuses_landmarks
 from mat_jax.data import records
@@ -145,8 +144,9 @@ def prepare(
         # The merge needs TensorFlow (seconds to import); this process only waits on the
         # workers meanwhile, so import it now rather than in the serial tail of the run.
         threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()
-    new_results = run_videos(
-        first, second, settings, out, workers, progress, done=len(videos) - len(pending), total=len(videos)
+    new_results = run.run_jobs(
+        [first, second], run.process_video, settings, out, workers, progress,
+        done=len(videos) - len(pending), total=len(videos), desc=f"{settings.dataset} faces",
     )
     t1 = time.time()
     results = [work.result(v.key) for v in videos]

@@ -1,9 +1,9 @@
-"""Runs `worker.process` over a build's pending videos, in worker processes, with a progress bar.
+"""Runs a build's pending work in worker processes, with a progress bar.
 
-Reals come before the fakes that reuse their landmarks (`first`, then `second`); each
-worker process holds its own settings, face finder and work folder (`_STATE`). `run_jobs`
-is the general form: any module-level `job(item, state) -> [VideoResult, ...]` over batches
-of items (`data_prep.robustness` runs its perturbed copies through it).
+`run_jobs` runs any module-level `job(item, state) -> [VideoResult, ...]` over batches of
+items, a batch finished before the next begins: the clean build passes `process_video` with
+its reals before the fakes that reuse their landmarks, `data_prep.robustness` its perturbed
+copies. Each worker process holds its own settings, face finder and work folder (`_STATE`).
 """
 
 from __future__ import annotations
@@ -38,37 +38,14 @@ def _init_worker(settings: Settings, out: str) -> None:
     _STATE["work"] = WorkDir(out)
 
 
-def _process_video(video: Video, state: dict) -> list[VideoResult]:
+def process_video(video: Video, state: dict) -> list[VideoResult]:
+    """The build's job: one video through `worker.process` (reals first, then the fakes that reuse
+    their landmarks, as two batches)."""
     return [process(video, state["settings"], state["finder"], state["work"])]
 
 
 def _call(job: Callable, item) -> list[VideoResult]:
     return job(item, _STATE)
-
-
-def run_videos(
-    first: list[Video],
-    second: list[Video],
-    settings: Settings,
-    out: str,
-    workers: int,
-    progress: bool,
-    done: int,
-    total: int,
-) -> list[VideoResult]:
-    """Processes `first`, then `second` (which may reuse landmarks saved by `first`); returns
-    the results in completion order. `done` of `total` videos were finished before."""
-    return run_jobs(
-        [first, second],
-        _process_video,
-        settings,
-        out,
-        workers,
-        progress,
-        done,
-        total,
-        f"{settings.dataset} faces",
-    )
 
 
 def run_jobs(
