@@ -96,7 +96,7 @@ class Evaluator:
         """Scores `split`, computes the metrics and (process 0, with `workdir`) writes the files.
 
         `fit`: choose decision thresholds and a temperature on this split (a validation split),
-        returned as results["fitted"] and written as thresholds.json; `fitted`: such choices
+        returned as results["fitted"] (`save_choices` keeps them); `fitted`: such choices
         from another split, reported here unchanged (`mat_jax.assessment`). With
         `attention_examples` > 0 (single process, MAT) it also draws the attention maps over
         that many faces of the split, half real and half fake, as `attention.png`.
@@ -125,9 +125,6 @@ class Evaluator:
             )
             record = manifest.build(self.config, checkpoint=checkpoint, step=step, root=root, split=split)
             (out_dir / manifest.FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-            if fit:
-                (out_dir / THRESHOLDS_FILE).write_text(
-                    json.dumps(eval_files.jsonable(results["fitted"]), indent=2, sort_keys=True) + "\n")
             if attention_examples > 0 and jax.process_count() == 1:
                 self._attention_figure(model_state, split, root, attention_examples, out_dir / "attention.png")
         return results
@@ -210,7 +207,7 @@ def evaluate_checkpoint(
                              split=split)
         return evaluator.run(
             nnx.state(model), split, root=root, workdir=workdir, name=name, step=step,
-            checkpoint=str(resolved), attention_examples=8, fitted=fitted, fit=split == config.train.eval_split,
+            checkpoint=str(resolved), attention_examples=8, fitted=fitted,
         )
 
 
@@ -234,4 +231,16 @@ def val_choices(evaluator: Evaluator, model_state, config, workdir: str, *, step
             return fitted
     if not val or not records.split_files(str(config.data.root), val):
         return None
-    return evaluator.run(model_state, val, workdir=workdir, step=step, checkpoint=checkpoint, fit=True)["fitted"]
+    fitted = evaluator.run(model_state, val, workdir=workdir, step=step, checkpoint=checkpoint, fit=True)["fitted"]
+    save_choices(workdir, val, fitted)
+    return fitted
+
+
+def save_choices(workdir: str, split: str, fitted: Mapping[str, Any]) -> None:
+    """`<workdir>/eval/<split>/thresholds.json`: what `split` chose for the checkpoint of fitted["step"]
+    (training writes it whenever a validation finds a new best checkpoint)."""
+    if jax.process_index() == 0:
+        out = epath.Path(workdir) / "eval" / split
+        out.mkdir(parents=True, exist_ok=True)
+        (out / THRESHOLDS_FILE).write_text(json.dumps(eval_files.jsonable(dict(fitted)), indent=2, sort_keys=True)
+                                           + "\n")

@@ -277,7 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if is_eval:
                     with report_progress.timed("eval"):
                         t_eval = time.perf_counter()
-                        results = evaluator.run(model_state(state), eval_split, workdir=workdir, step=step)
+                        results = evaluator.run(model_state(state), eval_split, workdir=workdir, step=step,
+                                                fit=True)
                         times["eval"] += time.perf_counter() - t_eval
                     flat = _flatten_metrics(results)
                     writer.write_scalars(step, {f"{eval_split}/{k}": v for k, v in flat.items()})
@@ -288,6 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         )
                     if value > best["value"] or best["step"] is None:
                         best.update(step=step, value=value)
+                        evaluate.save_choices(workdir, eval_split, results["fitted"])
                         # Best first: a run killed between the two saves redoes this step's
                         # evaluation after resuming and finds the best already written.
                         model, _ = nnx.merge(graphdef, state)
@@ -324,11 +326,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     evaluated = best_step
                     logging.info("final %s eval of the best checkpoint, step %d", final_split, best_step)
                 t_eval = time.perf_counter()
-                fitted = None
-                if eval_split and eval_split != final_split:
-                    # Thresholds and temperature are chosen on val with the model that test sees.
-                    fitted = evaluator.run(nnx.state(model), eval_split, workdir=workdir, step=evaluated,
-                                           checkpoint=path, fit=True)["fitted"]
+                # Thresholds and temperature chosen on val by the model that test sees (saved when
+                # that validation found it best; scored again only for runs older than that file).
+                fitted = evaluate.val_choices(evaluator, nnx.state(model), config, workdir, step=evaluated,
+                                              checkpoint=path, split=final_split)
                 results = evaluator.run(
                     nnx.state(model), final_split, workdir=workdir, step=evaluated, checkpoint=path,
                     attention_examples=8, fitted=fitted,
