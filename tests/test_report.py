@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from configs import demo
 from mat_jax import report, robustness
 
 
@@ -78,3 +79,10 @@ def test_a_folder_that_is_not_a_perturbed_copy_is_refused(tmp_path, bad):
             robustness.perturbed_roots(str(tmp_path / "robustness"))
     else:
         assert robustness.perturbed_roots(str(tmp_path / "robustness")) == [("GB", 1, str(copy))]
+
+
+def test_robustness_without_perturbed_copies_says_how_to_make_them(tmp_path):
+    config = demo.get_config("small")
+    config.robustness.root = str(tmp_path / "nothing_here")
+    with pytest.raises(FileNotFoundError, match=r"no perturbed copies under .*nothing_here.*--perturb=all"):
+        robustness.run(config, str(tmp_path))
