@@ -28,13 +28,12 @@ import argparse
 import importlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
 
 from data_prep import __version__, perturb, report, robustness, run, sources
-from data_prep.shards import SettingsMismatch, WorkDir, atomic_write, merge
+from data_prep.shards import SettingsMismatch, WorkDir
 from data_prep.worker import reuses_landmarks
 from mat_jax.data import records
 from mat_jax.faces import detect
@@ -148,27 +147,9 @@ def prepare(
         [first, second], run.process_video, settings, out, workers, progress,
         done=len(videos) - len(pending), total=len(videos), desc=f"{settings.dataset} faces",
     )
-    t1 = time.time()
     results = [work.result(v.key) for v in videos]
-    shard_info = merge(work, dataset, results, num_shards)
-    summary = report.summary(dataset, ident, results, shard_info, new_results)
-    records.write_tfds_metadata(
-        out,
-        dataset,
-        __version__,
-        {s: i["lengths"] for s, i in shard_info.items()},
-        {s: i["bytes"] for s, i in shard_info.items()},
-        report.description(summary),
-    )
-    report.write_report(os.path.join(out, report.REPORT_FILE), results)
-    t2 = time.time()
-    summary["last_run"].update(
-        seconds=round(t2 - t0, 2), process_seconds=round(t1 - t0, 2), merge_seconds=round(t2 - t1, 2)
-    )
-    summary["last_run"]["faces_per_second"] = round(summary["last_run"]["faces"] / max(t2 - t0, 1e-9), 2)
-    atomic_write(os.path.join(out, records.SUMMARY_FILE), json.dumps(summary, indent=1).encode())
-    if not keep_work:
-        shutil.rmtree(work.root)
+    summary = report.finish(out, dataset, work, results, ident, new_results, num_shards,
+                            process_seconds=time.time() - t0, keep_work=keep_work)
     report.print_summary(summary, out, log)
     return summary
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 
 from data_prep import __version__
 from data_prep.results import STATUSES, VideoResult
-from data_prep.shards import atomic_write
+from data_prep.shards import WorkDir, atomic_write, merge
 from mat_jax.data import records
 
 REPORT_FILE = "report.tsv"
@@ -126,3 +128,33 @@ def print_summary(summary: dict, out: str, log) -> None:
         f"({r['faces_per_second']} faces/s; {r['decoded_frames']} frames decoded; "
         f"videos {r['process_seconds']} s, merge and metadata {r['merge_seconds']} s)"
     )
+
+
+def finish(out: str, dataset: str, work: WorkDir, results: list[VideoResult], ident: dict,
+           new_results: list[VideoResult], num_shards: int, *, process_seconds: float, keep_work: bool,
+           extra: dict | None = None, note: str = "") -> dict:
+    """The end of every build (clean or a perturbed copy): merges the part files into shards,
+    writes the tfds description (its text + `note`), report.tsv and summary.json (`extra` keys
+    first), drops the work folder unless `keep_work`; returns the summary."""
+    t0 = time.time()
+    shard_info = merge(work, dataset, results, num_shards)
+    out_summary = {**(extra or {}), **summary(dataset, ident, results, shard_info, new_results)}
+    records.write_tfds_metadata(
+        out,
+        dataset,
+        __version__,
+        {s: i["lengths"] for s, i in shard_info.items()},
+        {s: i["bytes"] for s, i in shard_info.items()},
+        description(out_summary) + note,
+    )
+    write_report(os.path.join(out, REPORT_FILE), results)
+    merge_seconds = time.time() - t0
+    run = out_summary["last_run"]
+    run.update(seconds=round(process_seconds + merge_seconds, 2), process_seconds=round(process_seconds, 2),
+               merge_seconds=round(merge_seconds, 2))
+    run["faces_per_second"] = round(run["faces"] / max(process_seconds + merge_seconds, 1e-9), 2)
+    atomic_write(os.path.join(out, records.SUMMARY_FILE), json.dumps(out_summary, indent=1).encode())
+    if not keep_work:
+        shutil.rmtree(work.root)
+    return out_summary
+

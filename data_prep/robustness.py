@@ -25,17 +25,15 @@ perturbed frames instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import time
 
 import numpy as np
 
-from data_prep import __version__, perturb, report
+from data_prep import perturb, report
 from data_prep.results import VideoResult
 from data_prep.run import run_jobs
-from data_prep.shards import SettingsMismatch, WorkDir, atomic_write, merge
+from data_prep.shards import SettingsMismatch, WorkDir
 from data_prep.sources import Video
 from mat_jax.data import records
 from mat_jax.faces import align as align_lib
@@ -173,33 +171,14 @@ def prepare(
 
 def _finish(dataset, folder, c_ident, work, videos, new_keys, num_shards, keep_work, seconds, log) -> dict:
     """Merges one copy, writes its metadata, report and summary; returns the summary."""
-    t0 = time.time()
     results = [work.result(v.key) for v in videos]
-    shard_info = merge(work, dataset, results, num_shards)
-    summary = report.summary(dataset, c_ident, results, shard_info, [work.result(k) for k in new_keys])
-    summary = {"perturbation": c_ident["perturbation"], **summary}
     p = c_ident["perturbation"]
-    records.write_tfds_metadata(
-        folder,
-        dataset,
-        __version__,
-        {s: i["lengths"] for s, i in shard_info.items()},
-        {s: i["bytes"] for s, i in shard_info.items()},
-        f"{report.description(summary)} Perturbed with {p['type']} level {p['level']} ({p['title']}, "
-        f"{p['params']}) of {p['source']}.",
+    summary = report.finish(
+        folder, dataset, work, results, c_ident, [work.result(k) for k in new_keys], num_shards,
+        process_seconds=seconds,  # shared by the copies made in this run
+        keep_work=keep_work, extra={"perturbation": p},
+        note=f" Perturbed with {p['type']} level {p['level']} ({p['title']}, {p['params']}) of {p['source']}.",
     )
-    report.write_report(os.path.join(folder, report.REPORT_FILE), results)
-    merge_seconds = time.time() - t0
-    run = summary["last_run"]
-    run.update(
-        seconds=round(seconds + merge_seconds, 2),
-        process_seconds=round(seconds, 2),  # shared by the copies made in this run
-        merge_seconds=round(merge_seconds, 2),
-    )
-    run["faces_per_second"] = round(run["faces"] / max(seconds + merge_seconds, 1e-9), 2)
-    atomic_write(os.path.join(folder, records.SUMMARY_FILE), json.dumps(summary, indent=1).encode())
-    if not keep_work:
-        shutil.rmtree(work.root)
     faces = sum(c["total"] for c in summary["counts"].values())
     v = {s: sum(x[s] for x in summary["videos"].values()) for s in ("ok", "partial", "skipped")}
     log(f"  {os.path.basename(folder)}: {faces} faces; videos: {v['ok']} ok, {v['partial']} partial, {v['skipped']} skipped")
