@@ -17,6 +17,7 @@ Files, written by process 0 under `<workdir>/eval/<name>/` (name defaults to the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any, Mapping
@@ -78,6 +79,13 @@ class Evaluator:
         keep = out.pop("mask") > 0
         return {k: np.asarray(v)[keep] for k, v in out.items()}
 
+    def metrics(self, s: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """ACC / AUC / EER / AP of scored frames (`scores`), frame and video level (videos by the
+        configured aggregation) and per method."""
+        methods = s["method"] if np.any(s["method"] != "") else None
+        return metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods,
+                                           aggregate=assessment.aggregator(self.config))
+
     def run(
         self,
         model_state,
@@ -103,9 +111,8 @@ class Evaluator:
         """
         t0 = time.perf_counter()
         s = self.scores(model_state, split, root=root)
-        methods = s["method"] if np.any(s["method"] != "") else None
         aggregate = assessment.aggregator(self.config)
-        results = metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods, aggregate=aggregate)
+        results = self.metrics(s)
         results.update(assessment.assess(s, self.config, dict(fitted) if fitted is not None else None))
         ci = results["video_ci95"]
         results["video"]["ci95"] = {m: [ci[m]["low"], ci[m]["high"]] for m in ("auc", "acc", "eer")}
@@ -166,14 +173,18 @@ def _short(results: Mapping[str, Any]) -> str:
     return "; ".join(parts) or str(list(results))
 
 
-def restore(config, workdir: str, checkpoint: str | None, mesh):
-    """(graphdef, model, meta, path): the model of `config` with a checkpoint's weights (default:
-    the workdir's best, else its latest), replicated over `mesh`."""
-    graphdef, state = state_lib.create_model_state(config, mesh)
-    model = nnx.merge(graphdef, state)
-    resolved = checkpointing.resolve(checkpoint or workdir)
-    meta = checkpointing.load_model(resolved, model)
-    return graphdef, model, meta, resolved
+@contextlib.contextmanager
+def restored(config, workdir: str, checkpoint: str | None = None):
+    """Yields (evaluator, model state, checkpoint meta, checkpoint path) inside the device mesh: the
+    model of `config` with a checkpoint's weights (default: the workdir's best, else its latest)."""
+    mesh = parallel.create_mesh()
+    parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
+    with jax.set_mesh(mesh):
+        graphdef, state = state_lib.create_model_state(config, mesh)
+        model = nnx.merge(graphdef, state)
+        resolved = checkpointing.resolve(checkpoint or workdir)
+        meta = checkpointing.load_model(resolved, model)
+        yield Evaluator(config, graphdef, mesh), nnx.state(model), meta, resolved
 
 
 def evaluate_checkpoint(
@@ -191,22 +202,18 @@ def evaluate_checkpoint(
     to `<workdir>/eval/<name>/` (name defaults to "<dataset>_<split>" for another
     dataset's records, else the split).
     """
-    mesh = parallel.create_mesh()
-    parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
-    with jax.set_mesh(mesh):
-        graphdef, model, meta, resolved = restore(config, workdir, checkpoint, mesh)
+    with restored(config, workdir, checkpoint) as (evaluator, model_state, meta, resolved):
         logging.info(
             "evaluating %s (step %s) on %s/%s", resolved, meta.get("step"), root or config.data.root, split
         )
-        evaluator = Evaluator(config, graphdef, mesh)
         if name is None:
             dataset = str(config.data.dataset)
             name = f"{dataset}_{split}" if root is not None or dataset not in ("", "ffpp") else split
         step = meta.get("step")
-        fitted = val_choices(evaluator, nnx.state(model), config, workdir, step=step, checkpoint=str(resolved),
+        fitted = val_choices(evaluator, model_state, config, workdir, step=step, checkpoint=str(resolved),
                              split=split)
         return evaluator.run(
-            nnx.state(model), split, root=root, workdir=workdir, name=name, step=step,
+            model_state, split, root=root, workdir=workdir, name=name, step=step,
             checkpoint=str(resolved), attention_examples=8, fitted=fitted,
         )
 

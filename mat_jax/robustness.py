@@ -20,12 +20,10 @@ import os
 from typing import Any
 
 import jax
-import numpy as np
 from absl import logging
 from etils import epath
-from flax import nnx
 
-from mat_jax import assessment, evaluate, metrics as metrics_lib, parallel, plots
+from mat_jax import evaluate, plots
 from mat_jax.data import records
 
 COLUMNS = ("type", "level", "frame_auc", "video_auc", "video_acc", "n_videos")
@@ -83,18 +81,10 @@ def run(config, workdir: str, *, checkpoint: str | None = None) -> dict[str, Any
             f"no perturbed copies under {root}: make them with `python -m data_prep.build ... "
             f"--splits={split} --perturb=all` (config.robustness.prepare), or point config.robustness.root there"
         )
-    mesh = parallel.create_mesh()
-    parallel.check_batch_size(int(config.train.eval_batch_size), mesh)
-    with jax.set_mesh(mesh):
-        graphdef, model, meta, resolved = evaluate.restore(config, workdir, checkpoint, mesh)
-        evaluator = evaluate.Evaluator(config, graphdef, mesh)
-        state = nnx.state(model)
+    with evaluate.restored(config, workdir, checkpoint) as (evaluator, state, meta, resolved):
 
         def score(folder: str) -> dict:
-            s = evaluator.scores(state, split, root=folder)
-            methods = s["method"] if np.any(s["method"] != "") else None
-            return metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods,
-                                               aggregate=assessment.aggregator(config))
+            return evaluator.metrics(evaluator.scores(state, split, root=folder))
 
         clean = _row("clean", 0, score(str(config.data.root)))
         rows = []
