@@ -23,9 +23,10 @@ import numpy as np
 from mat_jax import aggregation, calibration, metrics as metrics_lib, operating, uncertainty
 
 
-def aggregator(config) -> Callable:
-    """`metrics.aggregate_videos`-compatible function of the configured video aggregation."""
-    mode = str(config.eval.aggregation)
+def aggregator(config, mode: str | None = None) -> Callable:
+    """`metrics.aggregate_videos`-compatible function of a video aggregation rule (default: the
+    configured one; "topk" takes `config.eval.topk`)."""
+    mode = str(config.eval.aggregation) if mode is None else mode
     return functools.partial(aggregation.video_scores, mode=mode,
                              k=int(config.eval.topk) if mode == "topk" else None)
 
@@ -44,11 +45,11 @@ def fit(s, config) -> dict[str, Any]:
     """Thresholds (and temperature) chosen on this split; JSON-ready."""
     target = float(config.eval.target_fpr)
     out: dict[str, Any] = {"target_fpr": target, "aggregation": str(config.eval.aggregation)}
-    for level, (scores, labels) in _levels(s, config).items():
+    levels = _levels(s, config)
+    for level, (scores, labels) in levels.items():
         out[level] = {"eer": operating.threshold_at_eer(scores, labels),
                       _fpr_key(target): operating.threshold_at_fpr(scores, labels, target)}
-    frame_scores, frame_labels = _levels(s, config)["frame"]
-    out["temperature"] = (calibration.fit_temperature(frame_scores, frame_labels)
+    out["temperature"] = (calibration.fit_temperature(*levels["frame"])
                           if config.eval.temperature_scaling else None)
     return out
 
@@ -62,8 +63,7 @@ def assess(s, config, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     aggregations = {}
     for mode in aggregation.MODES:
-        k = int(config.eval.topk) if mode == "topk" else None
-        v = aggregation.video_scores(s["score"], s["label"], s["video_id"], mode, k=k)
+        v = aggregator(config, mode)(s["score"], s["label"], s["video_id"])
         aggregations[mode] = metrics_lib.binary_metrics(v["score"], v["label"])
     out["aggregations"] = aggregations
     scores, labels = levels["video"]
@@ -84,5 +84,5 @@ def assess(s, config, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def reliability(s, config) -> dict[str, Any]:
     """The frame-level reliability-diagram data (`calibration.reliability_bins`)."""
-    scores, labels = _levels(s, config)["frame"]
-    return calibration.reliability_bins(scores, labels, n_bins=int(config.eval.calibration_bins))
+    return calibration.reliability_bins(np.asarray(s["score"], np.float64), np.asarray(s["label"]),
+                                        n_bins=int(config.eval.calibration_bins))

@@ -44,6 +44,14 @@ def _run(command: str) -> None:
                            "cause it printed above and run the same command again (it resumes)")
 
 
+def _run_all(commands: list[str]) -> float:
+    """Runs the commands in order; returns the seconds they took."""
+    t0 = time.perf_counter()
+    for command in commands:
+        _run(command)
+    return time.perf_counter() - t0
+
+
 def ensure_perturbed(config, workdir: str) -> float | None:
     """Fills in `config.robustness.root` and runs `config.robustness.prepare` (after the clean
     records exist: the copies are cut with their landmarks). data_prep confirms copies that are
@@ -51,12 +59,7 @@ def ensure_perturbed(config, workdir: str) -> float | None:
     ensure_records(config, workdir)
     config.robustness.root = _fill(str(config.robustness.root), config, workdir)
     commands = [_fill(c, config, workdir) for c in config.robustness.prepare]
-    if not commands:
-        return None
-    t0 = time.perf_counter()
-    for command in commands:
-        _run(command)
-    return time.perf_counter() - t0
+    return _run_all(commands) if commands else None
 
 
 def ensure_records(config, workdir: str) -> float | None:
@@ -66,9 +69,6 @@ def ensure_records(config, workdir: str) -> float | None:
     commands = [_fill(c, config, workdir) for c in config.data.prepare]
     if not commands or not config.data.root or records.load_summary(config.data.root) is not None:
         return None
-    t0 = time.perf_counter()
-    for command in commands:
-        _run(command)
-    seconds = time.perf_counter() - t0
+    seconds = _run_all(commands)
     logging.info("records ready in %s after %.0f s", config.data.root, seconds)
     return seconds
