@@ -35,6 +35,7 @@ from data_prep.results import VideoResult
 from data_prep.run import run_jobs
 from data_prep.shards import SettingsMismatch, WorkDir
 from data_prep.sources import Video
+from data_prep.worker import encode_record
 from mat_jax.data import records
 from mat_jax.faces import align as align_lib
 from mat_jax.faces import frames as frames_lib
@@ -209,22 +210,13 @@ def _clean_geometry(indices, frames, faces, settings, finder) -> tuple[dict[int,
     return matrices, missed
 
 
-def _record(video: Video, index: int, image: bytes, landmarks, mask: bytes) -> bytes:
-    return records.encode(
-        records.FaceRecord(
-            image=image, label=video.label, dataset=video.dataset, split=video.split, method=video.method,
-            video_id=video.video_id, frame_index=index, landmarks=landmarks, mask=mask,
-        )
-    )  # fmt: skip
-
-
 def _copy(task: Task, name: str, level: int, indices, frames, matrices, settings, finder) -> list[bytes]:
     """The serialised records of one perturbed copy of the task's video, in frame order."""
     p, v = perturb.get(name), task.video
     if not p.keeps_geometry:
         moved = p.apply_video(v.path, frames, level, v.key)
         return [
-            _record(v, c.index, c.image, c.landmarks, b"")
+            encode_record(v, c.index, c.image, c.landmarks, b"")
             for c in face_crops(sorted(moved), moved, settings, finder)
         ]
     if not matrices:
@@ -234,7 +226,7 @@ def _copy(task: Task, name: str, level: int, indices, frames, matrices, settings
     out = []
     for i in sorted(set(matrices) & set(perturbed)):
         image = encode_image(align_lib.warp(perturbed[i], matrices[i], recipe), settings)
-        out.append(_record(v, i, image, task.faces[i][0], task.faces[i][1]))
+        out.append(encode_record(v, i, image, task.faces[i][0], task.faces[i][1]))
     return out
 
 

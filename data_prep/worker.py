@@ -56,6 +56,16 @@ def process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir)
     return result
 
 
+def encode_record(video: Video, index: int, image: bytes, landmarks, mask: bytes) -> bytes:
+    """The serialised record of one face crop of `video` (its labels from the video listing)."""
+    return records.encode(
+        records.FaceRecord(
+            image=image, label=video.label, dataset=video.dataset, split=video.split, method=video.method,
+            video_id=video.video_id, frame_index=index, landmarks=landmarks, mask=mask,
+        )
+    )  # fmt: skip
+
+
 def _process(
     video: Video, settings: Settings, finder: FaceFinder, work: WorkDir, result: VideoResult
 ) -> None:
@@ -77,18 +87,7 @@ def _process(
     serialized = []
     for c in crops:
         mask = _mask_png(masks[c.index], c.matrix, recipe) if c.index in masks else b""
-        rec = records.FaceRecord(
-            image=c.image,
-            label=video.label,
-            dataset=video.dataset,
-            split=video.split,
-            method=video.method,
-            video_id=video.video_id,
-            frame_index=c.index,
-            landmarks=c.landmarks,
-            mask=mask,
-        )
-        serialized.append(records.encode(rec))
+        serialized.append(encode_record(video, c.index, c.image, c.landmarks, mask))
 
     if not serialized:
         result.reason = (
