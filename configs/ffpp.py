@@ -123,6 +123,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "max" or "topk" (mean of the `topk` largest); every rule is also reported side by side.
     ev.aggregation = "mean"
     ev.topk = 3
+    # Videos with several people (data_prep tracks each face): each track is scored by
+    # `aggregation`, the video by the "max" over its tracks (the FFIW protocol) or their "mean".
+    ev.track_reduce = "max"
     # A decision threshold is chosen on val (at the EER and at this FPR) and applied unchanged
     # to test; TPR at FPR 1% and 0.1% are reported on every split.
     ev.target_fpr = 0.01

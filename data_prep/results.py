@@ -34,6 +34,7 @@ class VideoResult:
     written: int = 0  # records written (faces found)
     decoded_frames: int = 0  # frames decoded to reach the last sampled one
     reused_landmarks: int = 0  # faces cut with another video's landmarks
+    tracks: int = 0  # people (face tracks) kept
     part_bytes: int | None = None  # size of the part file; None when none was written
 
     @classmethod

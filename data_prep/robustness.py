@@ -10,7 +10,7 @@ finished copy with the same settings is left as it is. One pass over a video mak
 its pending copies (decoding and face geometry once), with one progress bar for them all.
 
 The copies share the clean split's face tracks: a frame is perturbed whole, then cut with the
-geometry of the clean record of the same (video_id, frame_index), so each perturbed crop is
+geometry of the clean record of the same (video_id, frame_index, track_id), so each perturbed crop is
 its clean crop's twin (same landmarks and mask); a frame without a clean record is left out.
 A record keeps its landmarks in crop pixels only, which do not determine the frame -> crop
 transform, so the worker finds the face again on the clean frame with the clean settings
@@ -52,10 +52,10 @@ _SPLIT_KEYS = ("splits", "landmark_reuse_splits")
 @dataclasses.dataclass
 class Task:
     """One video and the copies of it still to make; `faces`: its clean records,
-    frame index -> (landmarks in crop pixels, mask)."""
+    (frame index, track id) -> (landmarks in crop pixels, mask, label)."""
 
     video: Video
-    faces: dict[int, tuple[np.ndarray, bytes]]
+    faces: dict[tuple[int, int], tuple[np.ndarray, bytes, int]]
     copies: list[tuple[str, int]]
     out: str
 
@@ -86,13 +86,14 @@ def _check_clean(out: str, clean: dict, ident: dict) -> None:
         )
 
 
-def _clean_faces(out: str, clean_summary: dict, splits) -> dict[str, dict[int, tuple[np.ndarray, bytes]]]:
-    faces: dict[str, dict[int, tuple[np.ndarray, bytes]]] = {}
+def _clean_faces(out: str, clean_summary: dict, splits) -> dict[str, dict[tuple[int, int], tuple]]:
+    """video_id -> (frame_index, track_id) -> (crop landmarks, mask, label) of the clean records."""
+    faces: dict[str, dict[tuple[int, int], tuple]] = {}
     for split in splits:
         for name in clean_summary["shards"].get(split, []):
             for raw in records.iter_serialized(os.path.join(out, name)):
                 r = records.decode(raw)
-                faces.setdefault(r.video_id, {})[r.frame_index] = (r.landmarks, r.mask)
+                faces.setdefault(r.video_id, {})[(r.frame_index, r.track_id)] = (r.landmarks, r.mask, r.label)
     return faces
 
 
@@ -192,9 +193,9 @@ def _finish(dataset, folder, c_ident, work, videos, new_keys, num_shards, keep_w
 def _clean_geometry(indices, frames, faces, settings, finder) -> tuple[dict[int, np.ndarray], list[float]]:
     """The frame -> crop matrix of each clean face, found again on the clean frames; and, per
     clean face not reproduced, how far off it was (px; inf: no face found)."""
-    crops = {c.index: c for c in face_crops(indices, frames, settings, finder)}
+    crops = {(c.index, c.track_id): c for c in face_crops(indices, frames, settings, finder)}
     matrices, missed = {}, []
-    for i, (lm, _) in sorted(faces.items()):
+    for i, (lm, *_) in sorted(faces.items()):
         c = crops.get(i)
         if c is None or lm is None:
             missed.append(float("inf"))
@@ -216,17 +217,19 @@ def _copy(task: Task, name: str, level: int, indices, frames, matrices, settings
     if not p.keeps_geometry:
         moved = p.apply_video(v.path, frames, level, v.key)
         return [
-            encode_record(v, c.index, c.image, c.landmarks, b"")
+            encode_record(v, c.index, c.image, c.landmarks, b"", c.track_id,
+                          task.faces.get((c.index, c.track_id), (None, b"", v.label))[2])
             for c in face_crops(sorted(moved), moved, settings, finder)
         ]
     if not matrices:
         return []
-    perturbed = p.apply_video(v.path, {i: frames[i] for i in matrices}, level, v.key)
+    perturbed = p.apply_video(v.path, {i: frames[i] for i, _ in matrices}, level, v.key)
     recipe = settings.crop_recipe()
     out = []
-    for i in sorted(set(matrices) & set(perturbed)):
-        image = encode_image(align_lib.warp(perturbed[i], matrices[i], recipe), settings)
-        out.append(encode_record(v, i, image, task.faces[i][0], task.faces[i][1]))
+    for i, t in sorted(k for k in matrices if k[0] in perturbed):
+        image = encode_image(align_lib.warp(perturbed[i], matrices[(i, t)], recipe), settings)
+        lm, mask, label = task.faces[(i, t)]
+        out.append(encode_record(v, i, image, lm, mask, t, label))
     return out
 
 

@@ -21,7 +21,7 @@ from data_prep.sources import Video
 from mat_jax.data import records
 from mat_jax.faces import align as align_lib
 from mat_jax.faces import frames as frames_lib
-from mat_jax.faces.crops import face_crops
+from mat_jax.faces.crops import face_crops, tracks_of
 from mat_jax.faces.detect import FaceFinder
 from mat_jax.faces.settings import REUSE_SPLITS, Settings
 
@@ -56,14 +56,23 @@ def process(video: Video, settings: Settings, finder: FaceFinder, work: WorkDir)
     return result
 
 
-def encode_record(video: Video, index: int, image: bytes, landmarks, mask: bytes) -> bytes:
-    """The serialised record of one face crop of `video` (its labels from the video listing)."""
+def encode_record(video: Video, index: int, image: bytes, landmarks, mask: bytes, track_id: int = 0,
+                  label: int | None = None) -> bytes:
+    """The serialised record of one face crop of `video`: labels from the video listing, or
+    `label` for a face labelled on its own (a real person in a fake FFIW video)."""
     return records.encode(
         records.FaceRecord(
-            image=image, label=video.label, dataset=video.dataset, split=video.split, method=video.method,
-            video_id=video.video_id, frame_index=index, landmarks=landmarks, mask=mask,
+            image=image, label=video.label if label is None else label, dataset=video.dataset,
+            split=video.split, method=video.method, video_id=video.video_id, frame_index=index,
+            landmarks=landmarks, mask=mask, track_id=track_id,
         )
     )  # fmt: skip
+
+
+def track_labels(video: Video, crops) -> dict[int, int]:
+    """The label of each track of `video`: the video's. (A dataset that marks its forged faces,
+    FFIW, will label each track by `mat_jax.faces.track.overlaps` with those marks.)"""
+    return {t: video.label for t in tracks_of(crops)}
 
 
 def _process(
@@ -84,25 +93,30 @@ def _process(
     masks = frames_lib.read_at(video.mask_path, indices) if video.mask_path else {}
     crops = face_crops(indices, frames, settings, finder, reused)
     result.reused_landmarks = sum(c.box is None for c in crops)
+    labels = track_labels(video, crops)
     serialized = []
     for c in crops:
         mask = _mask_png(masks[c.index], c.matrix, recipe) if c.index in masks else b""
-        serialized.append(encode_record(video, c.index, c.image, c.landmarks, mask))
+        serialized.append(encode_record(video, c.index, c.image, c.landmarks, mask, c.track_id, labels[c.track_id]))
 
     if not serialized:
+        rules = settings.track_rules()
         result.reason = (
-            f"no face found in any of the {len(indices)} sampled frames "
-            f"(detector '{settings.detector}'; if a face is there but small or turned, try --detector=cnn)"
+            f"no face track in the {len(indices)} sampled frames: no face, or none found in at least "
+            f"{rules.min_length(len(indices))} of them (detector '{settings.detector}'; if a face is there "
+            f"but small or turned, try another --detector)"
         )
         return
     if settings.reuse_landmarks and video.split in REUSE_SPLITS and video.label == records.LABEL_REAL:
         # Kept for the fakes made from this real video (FF++: a_* reuse a's landmarks).
+        first = [c for c in crops if c.track_id == 0]  # FF++ fakes have their real video's one face
         work.save_landmarks(
-            video.key, np.array([c.index for c in crops]), np.stack([c.frame_landmarks for c in crops]), shape
+            video.key, np.array([c.index for c in first]), np.stack([c.frame_landmarks for c in first]), shape
         )
     result.part_bytes = work.write_part(video.key, serialized)
     result.written = len(serialized)
-    missing = len(indices) - len(serialized)
+    result.tracks = len({c.track_id for c in crops})
+    missing = len(indices) - len({c.index for c in crops})
     result.status = "partial" if missing else "ok"
     if missing:
         result.reason = f"no face in {missing} of {len(indices)} sampled frames (those frames are left out)"

@@ -11,6 +11,11 @@ video id, with its label, method and frame-count checks, which it alone performs
 * "max": the largest frame score (one confident frame decides).
 * "topk": the mean of the k largest frame scores, k given; a video with fewer than k
   frames gets the mean of all its frames.
+
+Videos with several people (records with several `track_id`s) are scored per track by the
+rule, then per video by `track_reduce`: "max" (the FFIW protocol: one forged face makes the
+video fake; the video's label is the largest of its tracks') or "mean". A video with one track
+gets exactly the single-face result.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from mat_jax import calibration
 from mat_jax import metrics as metrics_lib
 
 MODES = ("mean", "mean_logit", "max", "topk")
+TRACK_REDUCTIONS = ("max", "mean")
+_SEP = "\x1f"  # joins video id and track id into one unit id; never in a file-name-safe id
 
 
 def video_scores(
@@ -31,8 +38,11 @@ def video_scores(
     *,
     k: int | None = None,
     methods=None,
+    tracks=None,
+    track_reduce: str = "max",
 ) -> dict[str, np.ndarray]:
-    """One row per video: {"video_id", "score", "label", "n_frames"} (+ "method" when given).
+    """One row per video: {"video_id", "score", "label", "n_frames"} (+ "method" when given;
+    + "n_tracks" when `tracks`, each frame's track id, puts several tracks in a video).
 
     Raises ValueError for an unknown mode, a k with any mode but "topk" (or none with it),
     and for everything `metrics.aggregate_videos` refuses.
@@ -44,6 +54,10 @@ def video_scores(
             raise ValueError(f"aggregation 'topk' needs a whole k >= 1, got k={k!r}")
     elif k is not None:
         raise ValueError(f"k={k!r} is given but only aggregation 'topk' takes a k (mode is {mode!r})")
+    if track_reduce not in TRACK_REDUCTIONS:
+        raise ValueError(f"unknown track reduction {track_reduce!r}: choose one of {', '.join(TRACK_REDUCTIONS)}")
+    if tracks is not None and _several_tracks(video_ids, tracks):
+        return _over_tracks(scores, labels, video_ids, tracks, mode, k, methods, track_reduce)
     out = metrics_lib.aggregate_videos(scores, labels, video_ids, methods)
     if mode == "mean":
         return out
@@ -66,4 +80,33 @@ def video_scores(
     keep = rank < k
     top = np.bincount(sorted_video[keep], weights=sorted_scores[keep], minlength=counts.size)
     out["score"] = top / np.minimum(counts, k)
+    return out
+
+
+def _several_tracks(video_ids, tracks) -> bool:
+    pairs = np.unique(np.stack([np.asarray(video_ids).astype(str).reshape(-1),
+                                np.asarray(tracks).astype(str).reshape(-1)]), axis=1)
+    return pairs.shape[1] > np.unique(pairs[0]).size
+
+
+def _over_tracks(scores, labels, video_ids, tracks, mode, k, methods, track_reduce) -> dict[str, np.ndarray]:
+    video_ids = np.asarray(video_ids).astype(str).reshape(-1)
+    units = np.char.add(np.char.add(video_ids, _SEP), np.asarray(tracks).astype(str).reshape(-1))
+    per_track = video_scores(scores, labels, units, mode, k=k, methods=methods)
+    owner = np.array([u.split(_SEP)[0] for u in per_track["video_id"]])
+    ids, inverse = np.unique(owner, return_inverse=True)
+    n = ids.size
+    if track_reduce == "max":
+        score = np.full(n, -np.inf)
+        np.maximum.at(score, inverse, per_track["score"])
+    else:
+        score = np.bincount(inverse, weights=per_track["score"], minlength=n) / np.bincount(inverse, minlength=n)
+    label = np.zeros(n, np.int64)
+    np.maximum.at(label, inverse, per_track["label"])
+    out = {"video_id": ids, "score": score, "label": label,
+           "n_frames": np.bincount(inverse, weights=per_track["n_frames"], minlength=n).astype(np.int64),
+           "n_tracks": np.bincount(inverse, minlength=n).astype(np.int64)}
+    if methods is not None:
+        first = np.unique(inverse, return_index=True)[1]
+        out["method"] = per_track["method"][first]
     return out

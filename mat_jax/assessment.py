@@ -23,16 +23,18 @@ import numpy as np
 from mat_jax import aggregation, calibration, metrics as metrics_lib, operating, uncertainty
 
 
-def aggregator(config, mode: str | None = None) -> Callable:
+def aggregator(config, mode: str | None = None, tracks=None) -> Callable:
     """`metrics.aggregate_videos`-compatible function of a video aggregation rule (default: the
-    configured one; "topk" takes `config.eval.topk`)."""
+    configured one; "topk" takes `config.eval.topk`); `tracks` (each frame's track id) scores
+    several people of a video per track first, then by `config.eval.track_reduce`."""
     mode = str(config.eval.aggregation) if mode is None else mode
     return functools.partial(aggregation.video_scores, mode=mode,
-                             k=int(config.eval.topk) if mode == "topk" else None)
+                             k=int(config.eval.topk) if mode == "topk" else None,
+                             tracks=tracks, track_reduce=str(config.eval.track_reduce))
 
 
 def _levels(s, config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    v = aggregator(config)(s["score"], s["label"], s["video_id"])
+    v = aggregator(config, tracks=s.get("track_id"))(s["score"], s["label"], s["video_id"])
     return {"frame": (np.asarray(s["score"], np.float64), np.asarray(s["label"])),
             "video": (np.asarray(v["score"], np.float64), np.asarray(v["label"]))}
 
@@ -63,7 +65,7 @@ def assess(s, config, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     aggregations = {}
     for mode in aggregation.MODES:
-        v = aggregator(config, mode)(s["score"], s["label"], s["video_id"])
+        v = aggregator(config, mode, s.get("track_id"))(s["score"], s["label"], s["video_id"])
         aggregations[mode] = metrics_lib.binary_metrics(v["score"], v["label"])
     out["aggregations"] = aggregations
     scores, labels = levels["video"]

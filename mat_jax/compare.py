@@ -39,7 +39,7 @@ class CompareError(ValueError):
 
 
 def read_table(path, name: str) -> dict[str, np.ndarray]:
-    """{"key" (video_id, or "video_id/frame_index"), "label", "score"} of one CSV, in file order."""
+    """{"key" (video_id, or "video_id/frame_index", "/person<track_id>" added past track 0), "label", "score"} of one CSV, in file order."""
     path = epath.Path(path)
     if not path.exists():
         raise CompareError(
@@ -57,7 +57,11 @@ def read_table(path, name: str) -> dict[str, np.ndarray]:
     keys, labels, scores = [], [], []
     for line, r in enumerate(rows, start=2):
         try:
-            key = r["video_id"] if name == "videos.csv" else f"{r['video_id']}/{int(r['frame_index'])}"
+            # A frame may hold several people: their faces are told apart by track (files written
+            # before tracking have no track_id column: one face per frame).
+            track = int(r.get("track_id") or 0)
+            key = (r["video_id"] if name == "videos.csv" else
+                   f"{r['video_id']}/{int(r['frame_index'])}{f'/person{track}' if track else ''}")
             label, score = int(r["label"]), float(r["score"])
         except (TypeError, ValueError) as e:
             raise CompareError(f"{path}:{line}: unreadable row {dict(r)} ({e}): "

@@ -19,9 +19,10 @@ def video_rows(s: Mapping[str, np.ndarray], aggregate=None) -> list[dict[str, An
     """One row per video (sorted by id): its score (mean frame score, or `aggregate`'s), label,
     method, frame count, prediction."""
     v = (aggregate or metrics_lib.aggregate_videos)(s["score"], s["label"], s["video_id"], methods=s["method"])
+    tracks = v.get("n_tracks", np.ones(len(v["video_id"]), np.int64))
     return [
         {"video_id": str(v["video_id"][i]), "method": str(v["method"][i]), "label": int(v["label"][i]),
-         "num_frames": int(v["n_frames"][i]), "score": float(v["score"][i]),
+         "num_frames": int(v["n_frames"][i]), "num_tracks": int(tracks[i]), "score": float(v["score"][i]),
          # The ACC convention of mat_jax.metrics: fake iff the score is above 0.5.
          "prediction": int(v["score"][i] > 0.5)}
         for i in range(len(v["video_id"]))
@@ -68,15 +69,17 @@ def write_results(out_dir: epath.Path, s: Mapping[str, np.ndarray], results: Map
         f.write(json.dumps(payload, sort_keys=True) + "\n")
 
     videos = video_rows(s, aggregate)
-    fields = ["video_id", "method", "label", "num_frames", "score", "prediction"]
+    fields = ["video_id", "method", "label", "num_frames", "num_tracks", "score", "prediction"]
     (out_dir / "videos.csv").write_text(_csv(videos, fields))
-    order = np.lexsort((s["frame_index"], s["video_id"]))
+    track = s.get("track_id", np.zeros(len(s["score"]), np.int64))
+    order = np.lexsort((s["frame_index"], track, s["video_id"]))
     frames = [
-        {"video_id": str(s["video_id"][i]), "frame_index": int(s["frame_index"][i]),
+        {"video_id": str(s["video_id"][i]), "track_id": int(track[i]), "frame_index": int(s["frame_index"][i]),
          "method": str(s["method"][i]), "label": int(s["label"][i]), "score": float(s["score"][i])}
         for i in order
     ]
-    (out_dir / "frames.csv").write_text(_csv(frames, ["video_id", "frame_index", "method", "label", "score"]))
+    (out_dir / "frames.csv").write_text(
+        _csv(frames, ["video_id", "track_id", "frame_index", "method", "label", "score"]))
 
     split = info.get("split", "")
     v_scores = np.array([v["score"] for v in videos])

@@ -7,8 +7,8 @@ Padding rows of the last batch carry mask 0 and are dropped before any metric.
 
 Files, written by process 0 under `<workdir>/eval/<name>/` (name defaults to the split):
   metrics.json  all metrics, the step and checkpoint evaluated, the records' root
-  videos.csv    video_id, method, label, num_frames, score, prediction
-  frames.csv    video_id, frame_index, method, label, score
+  videos.csv    video_id, method, label, num_frames, num_tracks, score, prediction
+  frames.csv    video_id, track_id, frame_index, method, label, score (a row per face)
   roc.png       frame- and video-level ROC curves (roc_methods_*.png: one curve per method)
   scores.png    histogram of P(fake) of real and fake frames
   attention.png the attention maps over a few faces (final evaluation, MAT, one process)
@@ -60,7 +60,7 @@ class Evaluator:
 
     def scores(self, model_state, split: str, *, root: str | None = None) -> dict[str, np.ndarray]:
         """Per-frame P(fake) of every record of `split` (all hosts' records, padding removed)."""
-        parts: dict[str, list] = {k: [] for k in ("label", "mask", "video_id", "frame_index", "method")}
+        parts: dict[str, list] = {k: [] for k in ("label", "mask", "video_id", "frame_index", "track_id", "method")}
         device_scores = []
         it = eval_data.create_eval_iterator(self.config, split, root=root)
         for host_batch in it:
@@ -84,7 +84,7 @@ class Evaluator:
         configured aggregation) and per method."""
         methods = s["method"] if np.any(s["method"] != "") else None
         return metrics_lib.compute_metrics(s["score"], s["label"], s["video_id"], methods,
-                                           aggregate=assessment.aggregator(self.config))
+                                           aggregate=assessment.aggregator(self.config, tracks=s.get("track_id")))
 
     def run(
         self,
@@ -111,7 +111,7 @@ class Evaluator:
         """
         t0 = time.perf_counter()
         s = self.scores(model_state, split, root=root)
-        aggregate = assessment.aggregator(self.config)
+        aggregate = assessment.aggregator(self.config, tracks=s.get("track_id"))
         results = self.metrics(s)
         results.update(assessment.assess(s, self.config, dict(fitted) if fitted is not None else None))
         ci = results["video_ci95"]

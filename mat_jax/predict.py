@@ -3,9 +3,10 @@
     python -m mat_jax.predict --workdir=DIR [--out=DIR] INPUT...
     python -m mat_jax.predict --checkpoint=CKPT --config=configs/ffpp.py INPUT...
 
-INPUT: video files, image files or folders of them. For each input: per-frame P(fake),
-the video score (mean frame probability, as the field's video-level protocol) and a
-verdict at `--threshold`; a table on the console and `predictions.json` in `--out`, an
+INPUT: video files, image files or folders of them. For each input: P(fake) of each face
+in each sampled frame, each person's score (the mean over their face track, the field's
+video-level protocol) and the video's (its most suspicious person's), and verdicts at
+`--threshold`; a table on the console and `predictions.json` in `--out`, an
 attention overlay PNG (the M maps over the face of the most suspicious frames, as the
 paper's figures) and, for videos, an annotated mp4 with a box and score per sampled
 frame. An input that cannot be read or has no face gets a message and the others are
@@ -49,19 +50,34 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass
+class Face:
+    """One person's face in one frame, as the model sees it."""
+
+    track_id: int
+    box: tuple[float, float, float, float] | None
+    crop: np.ndarray  # uint8 (S, S, 3)
+    score: float | None = None
+
+
+@dataclasses.dataclass
 class Frame:
     index: int
     image: np.ndarray  # RGB uint8, whole frame
-    box: tuple[float, float, float, float] | None = None
-    crop: np.ndarray | None = None  # uint8 (S, S, 3): the face as the model sees it
+    faces: list[Face] = dataclasses.field(default_factory=list)  # by track id
 
 
 @dataclasses.dataclass
 class Result:
+    """One input's outcome. `frames`: a row per face (frame_index, track_id, score, box), and a
+    row with no track for a sampled frame without a face; `people`: a row per tracked person
+    (their mean P(fake) and verdict); `score`: the largest person's score (one forged face
+    makes the video fake, as evaluation's default `track_reduce`)."""
+
     path: str
     kind: str  # "video", "image" or "unknown"
     status: str = "ok"  # "ok" or the reason nothing was scored
     frames: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    people: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     score: float | None = None
     verdict: str | None = None
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -131,26 +147,46 @@ def _read_frames(path: str, kind: str, settings) -> list[Frame]:
     return [Frame(i, frames[i]) for i in indices]
 
 
-def _find_faces(frames: list[Frame], finder, settings, image_size: int) -> np.ndarray:
-    """Sets each frame's box and crop; returns the model inputs of the frames with a face."""
-    faces = crops.face_crops([f.index for f in frames], {f.index: f.image for f in frames}, settings, finder)
-    pixels, inputs = decode.eval_images([c.image for c in faces], image_size)
+def _find_faces(frames: list[Frame], finder, settings, image_size: int) -> tuple[list[Face], np.ndarray]:
+    """Fills each frame's faces (the records' tracks); returns them in (frame, track) order with
+    their model inputs."""
+    found = crops.face_crops([f.index for f in frames], {f.index: f.image for f in frames}, settings, finder)
+    pixels, inputs = decode.eval_images([c.image for c in found], image_size)
     by_index = {f.index: f for f in frames}
-    for c, px in zip(faces, pixels):
-        by_index[c.index].box, by_index[c.index].crop = c.box, px
-    return inputs
+    faces = []
+    for c, px in zip(found, pixels):
+        face = Face(c.track_id, c.box, px)
+        by_index[c.index].faces.append(face)
+        faces.append(face)
+    return faces, inputs
 
 
-def _annotate(frame: Frame, score: float | None, threshold: float) -> np.ndarray:
+def _annotate(frame: Frame, threshold: float, several: bool) -> np.ndarray:
     img = frame.image.copy()
-    if frame.box is None:
+    if not frame.faces:
         cv2.putText(img, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 0), 2)
         return img
-    x0, y0, x1, y1 = (int(round(v)) for v in frame.box)
-    colour = (255, 40, 40) if score >= threshold else (40, 220, 40)
-    cv2.rectangle(img, (x0, y0), (x1, y1), colour, 2)
-    cv2.putText(img, f"P(fake) {score:.2f}", (x0, max(20, y0 - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, 2)
+    for face in frame.faces:
+        if face.box is None:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        colour = (255, 40, 40) if face.score >= threshold else (40, 220, 40)
+        cv2.rectangle(img, (x0, y0), (x1, y1), colour, 2)
+        label = f"{f'#{face.track_id} ' if several else ''}P(fake) {face.score:.2f}"
+        cv2.putText(img, label, (x0, max(20, y0 - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, 2)
     return img
+
+
+def _people(faces: list[Face], threshold: float) -> list[dict[str, Any]]:
+    tracks: dict[int, list[Face]] = {}
+    for face in faces:
+        tracks.setdefault(face.track_id, []).append(face)
+    out = []
+    for t, fs in sorted(tracks.items()):
+        score = float(np.mean([f.score for f in fs]))
+        out.append({"track_id": t, "score": score, "verdict": "fake" if score >= threshold else "real",
+                    "frames": len(fs)})
+    return out
 
 
 def predict_one(path: str, scorer, finder, settings, *, image_size: int, threshold: float,
@@ -176,29 +212,38 @@ def predict_one(path: str, scorer, finder, settings, *, image_size: int, thresho
     except ValueError as e:
         result.status = f"unreadable: {e}"
         return result
-    inputs = _find_faces(frames, finder, settings, image_size)
-    with_face = [f for f in frames if f.crop is not None]
-    if not with_face:
+    faces, inputs = _find_faces(frames, finder, settings, image_size)
+    if not faces:
         result.status = f"no face found in {len(frames)} sampled frame(s)"
         return result
     out = scorer(inputs)
-    scores = {f.index: float(s) for f, s in zip(with_face, out["score"])}
-    result.frames = [{"frame_index": f.index, "score": scores.get(f.index),
-                      "box": [round(v, 1) for v in f.box] if f.box else None} for f in frames]
-    result.score = float(np.mean(out["score"]))
+    for face, score in zip(faces, out["score"]):
+        face.score = float(score)
+    result.frames = [
+        {"frame_index": f.index, "track_id": face.track_id, "score": face.score,
+         "box": [round(v, 1) for v in face.box] if face.box else None}
+        for f in frames for face in f.faces
+    ] + [{"frame_index": f.index, "track_id": None, "score": None, "box": None} for f in frames if not f.faces]
+    result.frames.sort(key=lambda r: (r["frame_index"], -1 if r["track_id"] is None else r["track_id"]))
+    result.people = _people(faces, threshold)
+    result.score = max(p["score"] for p in result.people)
     result.verdict = "fake" if result.score >= threshold else "real"
     if out_dir:
         stem = os.path.splitext(os.path.basename(path))[0]
         os.makedirs(out_dir, exist_ok=True)
+        frame_of = {id(face): f.index for f in frames for face in f.faces}
         if "attention_maps" in out:
             order = np.argsort(-out["score"])[:max_overlays]
             png = os.path.join(out_dir, f"{stem}_attention.png")
-            plots.attention_sheet(png, [with_face[i].crop for i in order], [out["attention_maps"][i] for i in order],
-                                  [f"frame {with_face[i].index}: P(fake) {out['score'][i]:.3f}" for i in order])
+            several = len(result.people) > 1
+            plots.attention_sheet(png, [faces[i].crop for i in order], [out["attention_maps"][i] for i in order],
+                                  [f"{f'person {faces[i].track_id}, ' if several else ''}frame "
+                                   f"{frame_of[id(faces[i])]}: P(fake) {out['score'][i]:.3f}" for i in order])
             result.outputs["attention"] = png
         if kind == "video":
             mp4 = os.path.join(out_dir, f"{stem}_annotated.mp4")
-            frames_lib.write_video(mp4, [_annotate(f, scores.get(f.index), threshold) for f in frames], fps=5)
+            several = len(result.people) > 1
+            frames_lib.write_video(mp4, [_annotate(f, threshold, several) for f in frames], fps=5)
             result.outputs["annotated_video"] = mp4
     return result
 
@@ -211,8 +256,13 @@ def table(results: list[Result]) -> str:
         if r.status != "ok":
             lines.append(f"{name:<{width}}  {r.kind:<7} {'-':>6} {'-':>7}  {r.status}")
         else:
-            scored = sum(f["score"] is not None for f in r.frames)
+            scored = len({f["frame_index"] for f in r.frames if f["score"] is not None})
             lines.append(f"{name:<{width}}  {r.kind:<7} {scored:>6} {r.score:>7.4f}  {r.verdict}")
+            if len(r.people) > 1:  # one line per person; the video's score is the largest
+                for person in r.people:
+                    who = f"  person {person['track_id']}"
+                    lines.append(f"{who:<{width}}  {'':<7} {person['frames']:>6} {person['score']:>7.4f}  "
+                                 f"{person['verdict']}")
     return "\n".join(lines)
 
 
@@ -224,20 +274,33 @@ def run(inputs: list[str], checkpoint: str, *, config=None, out_dir: str | None 
     `num_frames` 0 samples each video as the records' val/test split was sampled;
     `detector` "" and `recipe` "" are the records' too (see `prep_settings`).
     """
-    trained = inference.load_trained(checkpoint, config)
-    scorer = inference.Scorer(trained, batch_size=batch_size)
-    settings = prep_settings(trained.config, records_dir=records_dir, recipe=recipe, num_frames=num_frames,
-                             detector=detector, log=log)
-    finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    trained, scorer, finder, settings = load(checkpoint, config, num_frames=num_frames, recipe=recipe,
+                                             detector=detector, records_dir=records_dir,
+                                             batch_size=batch_size, log=log)
     results = [predict_one(p, scorer, finder, settings, image_size=trained.image_size, threshold=threshold,
                            out_dir=out_dir) for p in expand_inputs(inputs)]
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "predictions.json"), "w") as f:
-            json.dump({"checkpoint": trained.path, "step": trained.meta.get("step"), "threshold": threshold,
-                       "preprocessing": settings.to_json(),
-                       "results": [dataclasses.asdict(r) for r in results]}, f, indent=1)
+            json.dump(document(trained, settings, threshold, results), f, indent=1)
     return results
+
+
+def load(checkpoint: str, config=None, *, num_frames: int = 0, recipe: str = "", detector: str = "",
+         records_dir: str = "", batch_size: int = 8, log=print):
+    """(trained, scorer, finder, settings): what `predict_one` needs, loaded once (run, serve)."""
+    trained = inference.load_trained(checkpoint, config)
+    scorer = inference.Scorer(trained, batch_size=batch_size)
+    settings = prep_settings(trained.config, records_dir=records_dir, recipe=recipe, num_frames=num_frames,
+                             detector=detector, log=log)
+    finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    return trained, scorer, finder, settings
+
+
+def document(trained, settings, threshold: float, results: list[Result]) -> dict[str, Any]:
+    """What predictions.json holds."""
+    return {"checkpoint": trained.path, "step": trained.meta.get("step"), "threshold": threshold,
+            "preprocessing": settings.to_json(), "results": [dataclasses.asdict(r) for r in results]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,8 +99,8 @@ def test_each_bad_video_is_reported_with_its_reason(edge_out):
     reasons = {
         "original/c23/004": "unreadable",
         "original/c23/005": "empty file",
-        "original/c23/006": "no face found",
-        "original/c23/007": "no face found",
+        "original/c23/006": "no face track",
+        "original/c23/007": "no face track",
         "original/c23/008": "unreadable",
         "original/c23/009": "missing file",
     }

@@ -34,6 +34,7 @@ def test_encode_parses_like_a_tensorflow_example(landmarks, mask):
         frame_index=2**33 + 5,
         landmarks=landmarks,
         mask=mask,
+        track_id=3,
     )
     ours = records.encode(rec)
     lm = [] if landmarks is None else landmarks.reshape(-1).tolist()
@@ -49,6 +50,7 @@ def test_encode_parses_like_a_tensorflow_example(landmarks, mask):
                 "frame_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[rec.frame_index])),
                 "landmarks": tf.train.Feature(float_list=tf.train.FloatList(value=lm)),
                 "mask": tf.train.Feature(bytes_list=tf.train.BytesList(value=[mask])),
+                "track_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
             }
         )
     )

@@ -140,3 +140,32 @@ def test_export_bundle_and_saved_model(demo_run, tmp_path):
     np.testing.assert_allclose(served["score"].numpy(), ours["score"], atol=1e-5)
     np.testing.assert_allclose(served["logits"].numpy(), ours["logits"], atol=1e-4)
     assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_tracking_keeps_the_single_face_records_of_the_demo(demo_run):
+    """One person per video: the records made through face tracks are, crop for crop, what
+    the largest face of each sampled frame gives (the records before tracking)."""
+    from data_prep import sources
+    from mat_jax.data import records
+    from mat_jax.faces import crops, detect
+    from mat_jax.faces import frames as frames_lib
+    from mat_jax.faces.settings import Settings
+
+    workdir, _ = demo_run
+    root = workdir / "demo_data" / "records"
+    settings = Settings.from_json(json.loads((root / "summary.json").read_text())["settings"])
+    got: dict[str, dict[int, records.FaceRecord]] = {}
+    for f in records.split_files(str(root), "test"):
+        for r in records.read(f):
+            assert r.track_id == 0
+            got.setdefault(r.video_id, {})[r.frame_index] = r
+    finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
+    videos = [v for v in sources.list_videos("demo", str(workdir / "demo_data" / "raw")) if v.split == "test"]
+    assert videos and {v.video_id for v in videos} == set(got)
+    for v in videos:
+        indices, frames = frames_lib.read_sampled(v.path, settings.sampling(v.split))
+        finder.reset()
+        largest = {i: finder.find(frames[i]) for i in indices}
+        expected = {i: crops.face_crop(frames[i], face.landmarks, settings)[0]
+                    for i, face in largest.items() if face is not None}
+        assert {i: r.image for i, r in got[v.video_id].items()} == expected, v.video_id

@@ -46,6 +46,17 @@ def _psnr(a, b) -> float:
     return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
+def _likeness(a, b) -> float:
+    """Correlation of the coarse luminance layout: a blurred or re-encoded crop keeps it, while
+    pixel errors (PSNR) of a level-5 blur can rank another face of similar colours closer."""
+    def coarse(x):
+        g = cv2.resize(cv2.cvtColor(x, cv2.COLOR_BGR2GRAY), (16, 16), interpolation=cv2.INTER_AREA).astype(np.float64)
+        g -= g.mean()
+        return g / (np.linalg.norm(g) + 1e-9)
+
+    return float(np.sum(coarse(a) * coarse(b)))
+
+
 def test_every_type_has_five_levels_from_the_benchmark_table():
     assert list(perturb.REGISTRY) == ["CS", "CC", "BW", "GNC", "GB", "JPEG", "VC"]
     for name, p in perturb.REGISTRY.items():
@@ -257,7 +268,7 @@ def test_copies_are_the_clean_crops_twins(built):
             img, twin = (cv2.imdecode(np.frombuffer(x.image, np.uint8), cv2.IMREAD_COLOR) for x in (r, c))
             others = [cv2.imdecode(np.frombuffer(o.image, np.uint8), cv2.IMREAD_COLOR)
                       for k, o in clean.items() if k[0] != key[0]]  # fmt: skip
-            assert _psnr(img, twin) > max(_psnr(img, o) for o in others), key  # its own twin
+            assert _likeness(img, twin) > max(_likeness(img, o) for o in others), (name, key)  # its own twin
 
 
 def test_rerun_changes_nothing_and_an_interrupted_copy_resumes_to_the_same_bytes(built, tmp_path, capsys):
@@ -296,20 +307,21 @@ def test_clean_geometry_is_reproduced_refitted_or_refused(built, tmp_path):
     video = next(v for v in sources.list_videos("demo", raw) if (v.video_id, 0) in clean)
     idx, frames = frames_lib.read_sampled(video.path, settings.sampling(video.split))
     finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
-    lms = {i: clean[(video.video_id, i)].landmarks for i in idx if (video.video_id, i) in clean}
-    exact, missed = robustness._clean_geometry(idx, frames, {i: (lm, b"") for i, lm in lms.items()}, settings, finder)
+    lms = {(i, 0): clean[(video.video_id, i)].landmarks for i in idx if (video.video_id, i) in clean}
+    exact, missed = robustness._clean_geometry(idx, frames, {i: (lm, b"", 0) for i, lm in lms.items()}, settings,
+                                               finder)  # fmt: skip
     assert sorted(exact) == sorted(lms) and not missed
-    shifted, missed = robustness._clean_geometry(idx, frames, {i: (lm + 0.3, b"") for i, lm in lms.items()},
+    shifted, missed = robustness._clean_geometry(idx, frames, {i: (lm + 0.3, b"", 0) for i, lm in lms.items()},
                                                  settings, finder)  # fmt: skip
     assert not missed
     for i in lms:
         np.testing.assert_allclose(shifted[i][:, 2], exact[i][:, 2] + 0.3, atol=1e-3)
     noise = np.random.default_rng(0).normal(0, 2, (68, 2)).astype(np.float32)
-    refused, missed = robustness._clean_geometry(idx, frames, {i: (lm + noise, b"") for i, lm in lms.items()},
+    refused, missed = robustness._clean_geometry(idx, frames, {i: (lm + noise, b"", 0) for i, lm in lms.items()},
                                                  settings, finder)  # fmt: skip
     assert not refused and len(missed) == len(lms) and min(missed) > robustness.REFIT_TOLERANCE
     WorkDir(robustness.copy_folder(str(tmp_path), "GB", 5)).open({})
-    faces = {i: (lm, b"") for i, lm in lms.items() if i != min(lms)}
+    faces = {i: (lm, b"", 0) for i, lm in lms.items() if i != min(lms)}
     (r,) = robustness._perturb_video(robustness.Task(video, faces, [("GB", 5)], str(tmp_path)),
                                      {"settings": settings, "finder": finder})  # fmt: skip
     assert (r.status, r.sampled, r.written) == ("partial", len(idx), len(lms) - 1), r

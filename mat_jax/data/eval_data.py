@@ -1,7 +1,7 @@
 """The evaluation stream: every record of a split exactly once, in file order, padded and masked.
 
 `create_eval_iterator` yields host batches of deterministic model inputs with their labels,
-video ids, frame indices and methods (for per-video aggregation), the last batch padded to
+video ids, frame indices, track ids and methods (for per-video aggregation), the last batch padded to
 full size with masked rows; with several processes every host yields the same number of
 batches, so collective eval steps stay in lockstep.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from mat_jax.data import decode, errors, records, sizes, sources
 from mat_jax.data.tf_env import PREFETCH_BATCHES, dataset_options, tf
 
-_EVAL_KEYS = ("image", "label", "method", "video_id", "frame_index")
+_EVAL_KEYS = ("image", "label", "method", "video_id", "frame_index", "track_id")
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
@@ -28,7 +28,7 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     n = len(batch["label"])
     out = {}
     for key, value in batch.items():
-        fill = {"frame_index": -1, "video_id": "", "method": ""}.get(key, 0)
+        fill = {"frame_index": -1, "track_id": -1, "video_id": "", "method": ""}.get(key, 0)
         pad = np.full((size - n,) + value.shape[1:], fill, dtype=value.dtype)
         out[key] = np.concatenate([value, pad])
     return out
@@ -41,6 +41,7 @@ def _empty_batch(size: int, image_size: int) -> dict[str, np.ndarray]:
         "mask": np.zeros((size,), np.float32),
         "video_id": np.full((size,), "", dtype=str),
         "frame_index": np.full((size,), -1, np.int32),
+        "track_id": np.full((size,), -1, np.int32),
         "method": np.full((size,), "", dtype=str),
     }
 
@@ -55,6 +56,7 @@ def _eval_batches(ds_iter, files, host_batch: int, image_size: int, num_batches:
             "mask": np.ones((n,), np.float32),
             "video_id": _strings(raw["video_id"]),
             "frame_index": raw["frame_index"],
+            "track_id": raw["track_id"],
             "method": _strings(raw["method"]),
         }
         if n < host_batch:
@@ -82,7 +84,7 @@ def create_eval_iterator(
     Yields host batches of b = batch_size // process_count rows (batch_size is global and
     defaults to config.train.eval_batch_size): "image" float32 (b, S, S, 3) in [-1, 1],
     "label" int32, "mask" float32 (1 real row, 0 padding), "video_id" and "method" (numpy
-    str arrays, "" for padding), "frame_index" int32 (-1 for padding). The last partial
+    str arrays, "" for padding), "frame_index" and "track_id" int32 (-1 for padding). The last partial
     batch is padded to b. With several processes, files are split as for training (or
     records, if there are fewer files than processes) and every host yields the same number
     of batches, padding with fully masked ones. `root` overrides config.data.root, e.g.
@@ -121,6 +123,7 @@ def create_eval_iterator(
             "method": ex["method"],
             "video_id": ex["video_id"],
             "frame_index": tf.cast(ex["frame_index"], tf.int32),
+            "track_id": tf.cast(ex["track_id"], tf.int32),
         }
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(host_batch)

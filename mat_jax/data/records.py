@@ -11,6 +11,7 @@ One `tf.train.Example` per face crop:
 | `method` | bytes | manipulation ("Deepfakes", ..., "SBI"); "original" for reals |
 | `video_id` | bytes | unique within the dataset, e.g. "Deepfakes/c23/000_003" |
 | `frame_index` | int64 | index of the frame in the decoded video |
+| `track_id` | int64 | the person within the video (`mat_jax.faces.track`); 0 for a single face |
 | `landmarks` | float list | (K, 2) landmarks in crop pixels, flattened; empty if unknown |
 | `mask` | bytes | optional PNG blend/forgery mask at crop size; empty if absent |
 
@@ -48,6 +49,7 @@ class FaceRecord:
     frame_index: int
     landmarks: np.ndarray | None = None  # (K, 2) float32, crop pixels
     mask: bytes = b""  # encoded PNG, or empty
+    track_id: int = 0
 
 
 def _remote(path: str) -> bool:
@@ -117,6 +119,7 @@ def encode(rec: FaceRecord) -> bytes:
         "frame_index": _int_feature(rec.frame_index),
         "landmarks": _float_feature(lm),
         "mask": _bytes_feature(rec.mask),
+        "track_id": _int_feature(rec.track_id),
     }
     # Example { features: Features { feature: map<string, Feature> } }; a map entry is a
     # message with the key as field 1 and the value as field 2.
@@ -137,6 +140,8 @@ def feature_spec():
         "frame_index": tf.io.FixedLenFeature([], tf.int64, default_value=0),
         "landmarks": tf.io.VarLenFeature(tf.float32),
         "mask": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        # Records written before multi-face tracking have no track_id: one face, track 0.
+        "track_id": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     }
 
 
@@ -155,6 +160,7 @@ def decode(serialized: bytes) -> FaceRecord:
         frame_index=int(ex["frame_index"].numpy()),
         landmarks=lm if lm.size else None,
         mask=ex["mask"].numpy(),
+        track_id=int(ex["track_id"].numpy()),
     )
 
 
@@ -272,6 +278,7 @@ def tfds_features():
             "landmarks": tfds.features.Tensor(shape=(None,), dtype=np.float32),
             # PNG bytes or empty: an Image feature would fail on the empty ones.
             "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
+            "track_id": tfds.features.Scalar(dtype=np.int64),
         }
     )
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from mat_jax.faces import align as align_lib
+from mat_jax.faces import track as track_lib
 from mat_jax.faces.detect import FaceFinder
 from mat_jax.faces.settings import Settings
 
@@ -27,6 +28,7 @@ class FaceCrop:
     frame_landmarks: np.ndarray  # (68, 2) in frame pixels
     matrix: np.ndarray  # 2x3 frame -> crop
     box: tuple[float, float, float, float] | None  # detector box; None when landmarks were reused
+    track_id: int = 0  # the person (mat_jax.faces.track) within the video
 
 
 def face_crop(
@@ -45,24 +47,44 @@ def face_crops(
     finder: FaceFinder,
     reused: dict[int, np.ndarray] | None = None,
 ) -> list[FaceCrop]:
-    """The faces of one video's sampled frames, in order; frames without a face are left out.
+    """The faces of one video's sampled frames that belong to a kept track, in (frame, track)
+    order; frames without such a face are left out.
 
-    Landmarks come from `reused` where it has the frame, else from `finder`, which is reset
-    first: it tracks the face size from frame to frame, so the same frames in the same order
-    give the same detections in `build` and in `predict`.
+    Every face `finder` finds is linked into tracks (`mat_jax.faces.track`, under
+    `settings.track_rules()`); faces of tracks too short or too small are dropped. Where
+    `reused` has a frame's landmarks (a fake taking its source real video's), that face is the
+    video's one track, 0, with no detection. `finder` is reset first: it carries the face size
+    from frame to frame, so the same frames in the same order give the same detections in
+    `build` and in `predict`.
     """
     reused = reused or {}
     finder.reset()
-    out = []
+    per_frame, found = [], {}
     for i in indices:
-        lm, box = reused.get(i), None
-        if lm is None:
-            face = finder.find(frames[i])
-            if face is None:
-                continue
-            lm, box = face.landmarks, face.box
+        if i in reused:
+            continue
+        faces = finder.find_all(frames[i])
+        per_frame.append((i, faces))
+    rules = settings.track_rules()
+    for t in track_lib.keep(track_lib.link(per_frame, rules), len(per_frame), rules):
+        for i, face in t.items:
+            found[(i, t.track_id)] = (face.landmarks, face.box)
+    for i, lm in reused.items():
+        if i in frames:
+            found[(i, 0)] = (lm, None)
+    out = []
+    for (i, track_id) in sorted(found):
+        lm, box = found[(i, track_id)]
         image, lm_crop, m = face_crop(frames[i], lm, settings)
-        out.append(FaceCrop(i, image, lm_crop, np.asarray(lm, np.float32), m, box))
+        out.append(FaceCrop(i, image, lm_crop, np.asarray(lm, np.float32), m, box, track_id))
+    return out
+
+
+def tracks_of(crops: list[FaceCrop]) -> dict[int, list[FaceCrop]]:
+    """A video's crops by track id, each track in frame order."""
+    out: dict[int, list[FaceCrop]] = {}
+    for c in crops:
+        out.setdefault(c.track_id, []).append(c)
     return out
 
 

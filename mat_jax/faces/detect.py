@@ -8,7 +8,8 @@ Backends (`BACKENDS`), all with weights inside pip packages:
 * "cnn": dlib's MMOD CNN detector (accurate, ~2 s per image on a CPU).
 
 Whatever finds the box, landmarks come from dlib's 68-point shape predictor shipped in
-`face_recognition_models`, run on the full-resolution frame. Only the largest face is kept.
+`face_recognition_models`, run on the full-resolution frame. `find` gives the largest face,
+`find_all` every face (largest first), for `mat_jax.faces.track` to link into people.
 
 Speed: HOG cost grows with the pixel count and it misses faces under ~80 px, so a
 `FaceFinder` detects on a downscaled frame whose scale puts the face seen in the previous
@@ -67,8 +68,20 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _largest(boxes: list[tuple[float, float, float, float]]):
-    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) if boxes else None
+def _by_size(boxes: list[tuple[float, float, float, float]]) -> list:
+    """Largest first; equal areas keep the detector's order (as `max` did for the largest)."""
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+
+
+def _apart(box, others, max_iou: float = 0.3) -> bool:
+    def iou(a, b):
+        w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+        if w <= 0 or h <= 0:
+            return 0.0
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union
+
+    return all(iou(box, o) < max_iou for o in others)
 
 
 class FaceFinder:
@@ -140,11 +153,11 @@ class FaceFinder:
         ]
 
     def _search(self, rgb: np.ndarray, gray: np.ndarray):
-        """(box, which stage found it) of the largest face, or (None, "")."""
+        """(boxes, which stage found them) of every face, largest first, or ([], "")."""
         if self.backend == "haar":
-            return _largest(self._haar_boxes(gray)), "haar"
+            return _by_size(self._haar_boxes(gray)), "haar"
         if self.backend == "cnn":
-            return _largest(self._cnn_boxes(rgb)), "cnn"
+            return _by_size(self._cnn_boxes(rgb)), "cnn"
         h, w = gray.shape
         scales = []
         if self._prev_size:
@@ -156,13 +169,19 @@ class FaceFinder:
             if any(abs(s - t) < 0.05 for t in tried):
                 continue
             tried.append(s)
-            box = _largest(self._hog_at(gray, s))
-            if box:
-                return box, "hog"
-        box = _largest(self._hog_at(gray, 1.0, upsample=1))  # faces of ~40-80 px
-        if box:
-            return box, "hog-up1"
-        return _largest(self._haar_boxes(gray)), "haar"
+            boxes = _by_size(self._hog_at(gray, s))
+            if boxes:
+                # Other people may be smaller than the largest face: one look at 1.5x for faces
+                # down to about half its size that overlap none found (the largest stays the one
+                # this scale gave; 1.5x costs about 2x this scale's pixels, not a full search).
+                finer = min(1.0, 1.5 * s)
+                if finer > s + 0.05:
+                    boxes += [b for b in _by_size(self._hog_at(gray, finer)) if _apart(b, boxes)]
+                return boxes, "hog"
+        boxes = _by_size(self._hog_at(gray, 1.0, upsample=1))  # faces of ~40-80 px
+        if boxes:
+            return boxes, "hog-up1"
+        return _by_size(self._haar_boxes(gray)), "haar"
 
     # --- landmarks --------------------------------------------------------------------------
 
@@ -173,22 +192,31 @@ class FaceFinder:
         shape = self._predictor(gray, rect)
         return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
+    def find_all(self, rgb: np.ndarray) -> list[Face]:
+        """Every face of an RGB (or gray) frame, largest first; [] when none.
+
+        The largest is what `find` returns, and only it carries the face size on to the next
+        frame, so a video's largest faces do not depend on who else is in it."""
+        gray = _gray(rgb)
+        boxes, how = self._search(rgb, gray)
+        faces = []
+        for box in boxes:
+            lm = self.landmarks(gray, box)
+            if how in ("haar", "cnn"):
+                # The predictor was trained on HOG-like boxes, tighter than Haar/CNN ones: refit
+                # the box to the first landmarks and predict again.
+                lo, hi = lm.min(0), lm.max(0)
+                box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+                lm = self.landmarks(gray, box)
+            faces.append(Face(tuple(float(v) for v in box), lm, how))
+        if faces:
+            self._prev_size = faces[0].size
+        return faces
+
     def find(self, rgb: np.ndarray) -> Face | None:
         """The largest face of an RGB (or gray) frame, or None."""
-        gray = _gray(rgb)
-        box, how = self._search(rgb, gray)
-        if box is None:
-            return None
-        lm = self.landmarks(gray, box)
-        if how in ("haar", "cnn"):
-            # The predictor was trained on HOG-like boxes, tighter than Haar/CNN ones: refit the
-            # box to the first landmarks and predict again.
-            lo, hi = lm.min(0), lm.max(0)
-            box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
-            lm = self.landmarks(gray, box)
-        face = Face(tuple(float(v) for v in box), lm, how)
-        self._prev_size = face.size
-        return face
+        faces = self.find_all(rgb)
+        return faces[0] if faces else None
 
 
 BACKENDS = ("dlib", "haar", "cnn")

@@ -14,6 +14,7 @@ import dataclasses
 from mat_jax.data import records
 from mat_jax.faces import align as align_lib
 from mat_jax.faces import frames as frames_lib
+from mat_jax.faces import track as track_lib
 
 IMAGE_FORMATS = ("jpeg", "png")
 # Splits whose FF++ fakes may reuse their real video's landmarks (with `reuse_landmarks`).
@@ -35,6 +36,13 @@ class Settings:
     detector: str = "dlib"
     detect_size: int = 320
     min_face: int = 20
+    # Faces become records only as tracks (mat_jax.faces.track): confirmed over this fraction
+    # of the sampled frames, linked by box overlap or nearness across this many missed frames.
+    track_min_fraction: float = track_lib.TrackRules.min_fraction
+    track_min_iou: float = track_lib.TrackRules.min_iou
+    track_max_gap: int = track_lib.TrackRules.max_gap
+    track_max_shift: float = track_lib.TrackRules.max_shift
+    track_min_size: float = track_lib.TrackRules.min_size
     image_format: str = "jpeg"
     jpeg_quality: int = 95
     reuse_landmarks: bool = True
@@ -49,6 +57,11 @@ class Settings:
 
     def crop_recipe(self) -> align_lib.Recipe:
         return align_lib.RECIPES[self.recipe].with_overrides(self.size or None, self.scale or None)
+
+    def track_rules(self) -> track_lib.TrackRules:
+        return track_lib.TrackRules(min_fraction=self.track_min_fraction, min_iou=self.track_min_iou,
+                                    max_gap=self.track_max_gap, max_shift=self.track_max_shift,
+                                    min_size=self.track_min_size)
 
     def sampling(self, split: str) -> frames_lib.Sampling:
         return self.train_sampling if split == "train" else self.eval_sampling
