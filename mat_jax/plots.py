@@ -7,13 +7,13 @@ numpy images so that predict can also draw them into video frames.
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from etils import epath
 
 from mat_jax import metrics as metrics_lib
-from mat_jax import ops
+from mat_jax import resample
 
 
 def _pyplot():
@@ -27,8 +27,8 @@ def _pyplot():
 
 def upsample(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear (align_corners) upsampling of an (h, w) map, as the model itself resizes maps."""
-    mh = ops.bilinear_matrix(amap.shape[0], size[0])
-    mw = ops.bilinear_matrix(amap.shape[1], size[1])
+    mh = resample.bilinear_matrix(amap.shape[0], size[0])
+    mw = resample.bilinear_matrix(amap.shape[1], size[1])
     return mh @ np.asarray(amap, np.float64) @ mw.T
 
 

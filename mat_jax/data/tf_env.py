@@ -8,7 +8,28 @@ before any TensorFlow use: they belong to JAX, and tf.data needs only the CPU.
 
 from __future__ import annotations
 
-import tensorflow as tf
+import sys
+
+
+def _import_tf_without_jax():
+    """TensorFlow's TFLite helpers try `from jax import jit` at import and take ImportError as
+    "no JAX". When JAX is not loaded yet, give them that ImportError: the ONNX backend's
+    pipeline (tf.data decode, no model) then runs without JAX, and data_prep's workers do not
+    spend ~0.6 s importing it. JAX imports normally afterwards; TFLite's JAX converter, which
+    mat_jax never uses, is the only thing that sees no JAX."""
+    if "jax" in sys.modules:
+        import tensorflow
+
+        return tensorflow
+    sys.modules["jax"] = None  # type: ignore[assignment]  # `import jax` raises ImportError
+    try:
+        import tensorflow
+    finally:
+        del sys.modules["jax"]
+    return tensorflow
+
+
+tf = _import_tf_without_jax()
 
 __all__ = ["PREFETCH_BATCHES", "READ_CYCLE", "dataset_options", "tf"]
 
