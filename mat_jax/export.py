@@ -2,6 +2,7 @@
 
     python -m mat_jax.export --workdir=DIR --split=test --out=bundle.npz [--root=RECORDS]
                              [--saved-model=DIR] [--max-frames=N]
+    python -m mat_jax.export --workdir=DIR --format=onnx --out=model.onnx [--input-dtype=float32]
 
 The bundle is one `.npz` that numpy alone reads (no pickle): per frame `score`
 (P(fake)), `label`, `video_id`, `frame_index`, `method`, `logits`, `feature_matrix`
@@ -13,6 +14,13 @@ mean, std) is written beside it as `<out>.params.tsv`.
 `--saved-model=DIR` also writes the eval forward as a TensorFlow SavedModel (jax2tf,
 batch size polymorphic): `serve(images)` with images (B, S, S, 3) float32 in [-1, 1]
 returns `score` and `logits`, for TF Serving or any TF runtime, without mat_jax.
+
+`--format=onnx` writes the eval forward as an ONNX model (`mat_jax.interop.to_onnx`, batch
+dimension dynamic): input `pixels` (B, S, S, 3) uint8 (or float32 in [0, 255]) face crops at
+the config's size, normalised inside the graph as the eval pipeline does; outputs `score`
+(P(fake)), `logits` and, for MAT, `attention_maps`. Its metadata (`metadata_props`) holds the
+config, checkpoint step and path, input size, class order and the package versions that made
+it; `mat_jax.onnx_backend` reads it back.
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import jax2tf
 
-from mat_jax import inference, metrics as metrics_lib
+from mat_jax import inference
+from mat_jax import metrics as metrics_lib
 from mat_jax.config_file import load_config
 from mat_jax.data import eval_data
 from mat_jax.data.tf_env import tf
@@ -128,6 +138,69 @@ def export_saved_model(checkpoint: str, out_dir: str, *, config=None) -> str:
     return out_dir
 
 
+ONNX_FORMAT = "mat_jax-onnx-1"  # metadata "format": what onnx_backend knows how to read
+
+
+def onnx_inference_fn(trained: inference.Trained):
+    """(fn(state, pixels) -> (score, logits[, attention_maps]), state, output names)."""
+    graphdef, state = nnx.split(trained.model)
+    mat = trained.is_mat
+
+    def fn(state, pixels):
+        # The eval pipeline's normalisation (mat_jax.data.decode.normalize): -1 + x * 2/255.
+        x = pixels.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+        out = nnx.merge(graphdef, state)(x, train=False)
+        logits = out["logits"].astype(jnp.float32)
+        score = jax.nn.softmax(logits, axis=-1)[:, 1]
+        return (score, logits, out["attention_maps"].astype(jnp.float32)) if mat else (score, logits)
+
+    names = ["score", "logits"] + (["attention_maps"] if mat else [])
+    return fn, state, names
+
+
+def onnx_metadata(trained: inference.Trained, input_dtype: str) -> dict[str, str]:
+    from importlib import metadata as md
+
+    versions = {}
+    for pkg in ("mat_jax", "jax", "flax", "onnx", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    size = trained.image_size
+    return {
+        "format": ONNX_FORMAT,
+        "config": trained.config.to_json_best_effort(),
+        "checkpoint": trained.path,
+        "step": json.dumps(trained.meta.get("step")),
+        "input_size": str(size),
+        "input": f"pixels: (batch, {size}, {size}, 3) {input_dtype} RGB face crops in [0, 255], "
+                 "as mat_jax.data.decode.eval_images makes them; normalised inside",
+        "classes": "real,fake",
+        "outputs": "score: P(fake); logits: (batch, 2) in class order; attention_maps: (batch, h, w, M)",
+        "versions": json.dumps(versions),
+    }
+
+
+def export_onnx(checkpoint: str, out: str, *, config=None, input_dtype: str = "uint8") -> dict:
+    """Writes the eval forward of a checkpoint as an ONNX model; returns its metadata."""
+    from mat_jax.interop import to_onnx  # needs the `onnx` extra
+
+    if input_dtype not in ("uint8", "float32"):
+        raise ValueError(f"--input-dtype must be uint8 or float32, not {input_dtype!r}")
+    trained = inference.load_trained(checkpoint, config)
+    fn, state, names = onnx_inference_fn(trained)
+    size = trained.image_size
+    meta = onnx_metadata(trained, input_dtype)
+    model = to_onnx.convert(fn, state, [jax.ShapeDtypeStruct(("batch", size, size, 3), np.dtype(input_dtype))],
+                            input_names=["pixels"], output_names=names, metadata=meta,
+                            doc=f"mat_jax eval forward of {trained.path}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "wb") as f:
+        f.write(model.SerializeToString())
+    return meta
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mat_jax.export", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -136,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="", help="config file[:args]; needed for mat-jax-import checkpoints")
     p.add_argument("--split", default="test")
     p.add_argument("--root", default=None, help="records directory (default: the config's data.root)")
-    p.add_argument("--out", default="", help="analysis bundle (.npz) to write")
+    p.add_argument("--format", choices=("npz", "onnx"), default="npz",
+                   help="npz: the analysis bundle; onnx: the eval forward as an ONNX model")
+    p.add_argument("--input-dtype", default="uint8", choices=("uint8", "float32"),
+                   help="ONNX input type (pixels in [0, 255] either way)")
+    p.add_argument("--out", default="", help="file to write: the analysis bundle (.npz) or the .onnx model")
     p.add_argument("--saved-model", default="", help="also write a TF SavedModel here")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     args = p.parse_args(argv)
@@ -147,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     checkpoint = args.workdir or args.checkpoint
     try:
-        if args.out:
+        if args.format == "onnx":
+            if not args.out:
+                p.error("--format=onnx needs --out=FILE.onnx")
+            meta = export_onnx(checkpoint, args.out, config=config, input_dtype=args.input_dtype)
+            print(f"wrote {args.out} (ONNX, input {meta['input']}; checkpoint {meta['checkpoint']}, "
+                  f"step {meta['step']})")
+        elif args.out:
             s = export_bundle(checkpoint, args.out, split=args.split, root=args.root, config=config,
                               max_frames=args.max_frames)
             video = s["metrics"].get("video", {})

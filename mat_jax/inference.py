@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mat_jax import checkpointing, parallel, state as state_lib
+from mat_jax import checkpointing, parallel
+from mat_jax import state as state_lib
 
 
 @dataclasses.dataclass
@@ -79,7 +80,9 @@ class Scorer:
 
         self._forward = forward
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, images: np.ndarray, pixels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """`pixels` (the uint8 crops, which the ONNX backend scores) is not needed here."""
+        del pixels
         images = np.asarray(images, np.float32)
         n = images.shape[0]
         parts: list[dict[str, np.ndarray]] = []
