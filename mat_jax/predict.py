@@ -2,6 +2,7 @@
 
     python -m mat_jax.predict --workdir=DIR [--out=DIR] INPUT...
     python -m mat_jax.predict --checkpoint=CKPT --config=configs/ffpp.py INPUT...
+    python -m mat_jax.predict --model=model.onnx INPUT...
 
 INPUT: video files, image files or folders of them. For each input: P(fake) of each face
 in each sampled frame, each person's score (the mean over their face track, the field's
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mat_jax import inference, plots
+from mat_jax import plots
 from mat_jax.config_file import load_config
 from mat_jax.data import decode, records
 
@@ -216,7 +217,7 @@ def predict_one(path: str, scorer, finder, settings, *, image_size: int, thresho
     if not faces:
         result.status = f"no face found in {len(frames)} sampled frame(s)"
         return result
-    out = scorer(inputs)
+    out = scorer(inputs, pixels=np.stack([f.crop for f in faces]))
     for face, score in zip(faces, out["score"]):
         face.score = float(score)
     result.frames = [
@@ -288,9 +289,19 @@ def run(inputs: list[str], checkpoint: str, *, config=None, out_dir: str | None 
 
 def load(checkpoint: str, config=None, *, num_frames: int = 0, recipe: str = "", detector: str = "",
          records_dir: str = "", batch_size: int = 8, log=print):
-    """(trained, scorer, finder, settings): what `predict_one` needs, loaded once (run, serve)."""
-    trained = inference.load_trained(checkpoint, config)
-    scorer = inference.Scorer(trained, batch_size=batch_size)
+    """(trained, scorer, finder, settings): what `predict_one` needs, loaded once (run, serve).
+
+    `checkpoint`: a workdir or checkpoint (the JAX backend), or an exported `.onnx` file."""
+    if checkpoint.endswith(".onnx"):
+        # onnxruntime, no JAX: the export's metadata holds the config (so the records' settings).
+        from mat_jax import onnx_backend
+
+        trained = scorer = onnx_backend.OnnxModel(checkpoint)
+    else:
+        from mat_jax import inference
+
+        trained = inference.load_trained(checkpoint, config)
+        scorer = inference.Scorer(trained, batch_size=batch_size)
     settings = prep_settings(trained.config, records_dir=records_dir, recipe=recipe, num_frames=num_frames,
                              detector=detector, log=log)
     finder = detect.FaceFinder(settings.detector, settings.detect_size, settings.min_face)
@@ -309,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="training workdir (its best checkpoint, else its latest)")
     src.add_argument("--checkpoint", help="a checkpoint directory (training step or mat-jax-import output)")
+    src.add_argument("--model", help="an ONNX export (mat_jax.export --format=onnx), run by onnxruntime")
     p.add_argument("--config", default="", help="config file[:args]; needed for mat-jax-import checkpoints")
     p.add_argument("--out", default="predictions", help="folder for predictions.json and pictures")
     p.add_argument("--frames", type=int, default=0,
@@ -325,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         config = load_config(args.config)
     try:
-        results = run(args.inputs, args.workdir or args.checkpoint, config=config, out_dir=args.out,
+        results = run(args.inputs, args.workdir or args.checkpoint or args.model, config=config, out_dir=args.out,
                       num_frames=args.frames, threshold=args.threshold, recipe=args.recipe,
                       detector=args.detector, records_dir=args.records)
     except (ValueError, FileNotFoundError, ImportError) as e:

@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="training workdir (its best checkpoint, else its latest)")
     src.add_argument("--checkpoint", help="a checkpoint directory (training step or mat-jax-import output)")
+    src.add_argument("--model", help="an ONNX export (mat_jax.export --format=onnx), run by onnxruntime")
     p.add_argument("--config", default="", help="config file[:args]; needed for mat-jax-import checkpoints")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on; anything but 127.0.0.1 lets other machines upload")
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         config = load_config(args.config) if args.config else None
-        service = Service(args.workdir or args.checkpoint, config, threshold=args.threshold,
+        service = Service(args.workdir or args.checkpoint or args.model, config, threshold=args.threshold,
                           num_frames=args.frames, max_bytes=int(args.max_mb * 2**20))
         sock = bind(args.host, args.port)
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
