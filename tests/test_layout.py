@@ -3,7 +3,8 @@
 Static checks over the source (ast, no imports), so they cost a second:
   * every module of mat_jax/ and data_prep/ opens with a docstring and has at most 400 lines;
   * project modules are imported at module level only (a function-level import of a project
-    module is how a cycle gets dodged), and the module-level import graph has no cycle;
+    module is how a cycle gets dodged), except the backends in LAZY_BACKENDS, and the import
+    graph (those included) has no cycle;
   * mat_jax never imports data_prep (data_prep builds on mat_jax's schema and face library);
     only mat_jax.main imports the trainer;
   * code reads config values as attributes (`config.x`), never `config.get(x, default)`:
@@ -23,6 +24,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mat_jax", "data_prep", "configs")
 MAX_LINES = 400
+# Imported where chosen, for a reason other than a cycle: the ONNX path of predict must not
+# import JAX (so not `inference`), and the converter needs the optional `onnx` extra.
+LAZY_BACKENDS = {
+    ("mat_jax.predict", "mat_jax.inference"),
+    ("mat_jax.predict", "mat_jax.onnx_backend"),
+    ("mat_jax.export", "mat_jax.interop.to_onnx"),
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -86,12 +94,13 @@ def test_module_has_a_docstring_and_one_screenful_of_jobs(name):
 
 def test_no_function_level_imports_of_project_modules():
     nested = [f"{MODULES[m].relative_to(ROOT)}:{line} imports {target}"
-              for m, (_, inner) in GRAPH.items() for line, target in inner]
+              for m, (_, inner) in GRAPH.items() for line, target in inner if (m, target) not in LAZY_BACKENDS]
     assert not nested, "import project modules at the top (a DAG needs no dodging):\n" + "\n".join(nested)
 
 
 def test_the_import_graph_is_a_dag():
-    edges = {m: {t for t in top if t in MODULES and t != m} for m, (top, _) in GRAPH.items()}
+    edges = {m: {t for t in top | {t for _, t in inner} if t in MODULES and t != m}
+             for m, (top, inner) in GRAPH.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 

@@ -28,7 +28,9 @@ import jax
 import numpy as np
 import onnx
 from jax.extend import core as jcore
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from mat_jax.interop.onnx_graph import Graph, onnx_dtype, static
 
 OPSET = 18
 
@@ -50,58 +52,14 @@ _REDUCE = {"reduce_sum": "ReduceSum", "reduce_max": "ReduceMax", "reduce_min": "
            "reduce_prod": "ReduceProd"}  # fmt: skip
 
 
-def _static(dims) -> bool:
-    return all(isinstance(d, (int, np.integer)) for d in dims)
-
-
-def _onnx_dtype(dtype) -> int:
-    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-
-
-class _Graph:
-    """The ONNX nodes and initialisers being built, and what each jaxpr variable is: a
-    numpy constant or the name of an ONNX value."""
-
-    def __init__(self):
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-        self._const_names: dict[int, tuple[np.ndarray, str]] = {}
-
-    def fresh(self, hint: str = "v") -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
-
-    def node(self, op: str, inputs: Sequence[str], n_out: int = 1, **attrs) -> list[str]:
-        outs = [self.fresh(op.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op, list(inputs), outs, **attrs))
-        return outs
-
-    def op(self, op: str, *inputs: str, **attrs) -> str:
-        return self.node(op, inputs, **attrs)[0]
-
-    def const(self, value) -> str:
-        value = np.asarray(value)
-        key = id(value)
-        if key in self._const_names and self._const_names[key][0] is value:
-            return self._const_names[key][1]
-        name = self.fresh("c")
-        self.initializers.append(numpy_helper.from_array(value.copy(order="C"), name))
-        self._const_names[key] = (value, name)  # holding `value` keeps its id from being reused
-        return name
-
-    def ints(self, values) -> str:
-        return self.const(np.asarray(list(values), np.int64))
-
-
 class _Converter:
-    def __init__(self, graph: _Graph, batch=None, batch_input: str = ""):
+    def __init__(self, graph: Graph, batch=None, batch_input: str = ""):
         self.g = graph
         self._batch, self._batch_input, self._batch_name = batch, batch_input, None
 
     def shape(self, dims) -> str:
         """A shape as an int64 tensor; the batch dimension read off the first input at run time."""
-        if _static(dims):
+        if static(dims):
             return self.g.ints(int(d) for d in dims)
         if self._batch_name is None:
             self._batch_name = self.g.op("Shape", self._batch_input, start=0, end=1)
@@ -166,7 +124,7 @@ class _Converter:
             branches = eqn.params["branches"]
             branch = branches[int(np.clip(index, 0, len(branches) - 1))]
             return self.run_closed(branch, operands)
-        shapes_static = all(_static(v.aval.shape) for v in eqn.outvars)
+        shapes_static = all(static(v.aval.shape) for v in eqn.outvars)
         if shapes_static and all(isinstance(x, np.ndarray) for x in ins) and prim != "iota":
             outs = eqn.primitive.bind(*ins, **eqn.params)
             outs = outs if eqn.primitive.multiple_results else [outs]
@@ -227,7 +185,7 @@ class _Converter:
         new = eqn.params["new_dtype"]
         if np.dtype(new) == np.dtype(eqn.invars[0].aval.dtype):
             return ins[0]
-        return self.g.op("Cast", self.name(ins[0]), to=_onnx_dtype(new))
+        return self.g.op("Cast", self.name(ins[0]), to=onnx_dtype(new))
 
     def _select_n(self, eqn, ins):
         which, *cases = ins
@@ -312,7 +270,7 @@ class _Converter:
         x, y = (self.name(self._cast_literal(v, a.aval.dtype)) for v in ins)
         result = self.g.op("Einsum", x, y, equation=equation)
         if np.dtype(dtype) != np.dtype(a.aval.dtype):
-            result = self.g.op("Cast", result, to=_onnx_dtype(dtype))
+            result = self.g.op("Cast", result, to=onnx_dtype(dtype))
         return result
 
     def _conv_general_dilated(self, eqn, ins):
@@ -361,11 +319,11 @@ class _Converter:
         (axis,) = eqn.params["axes"]
         out = self.g.op("ArgMax", self.name(ins[0]), axis=int(axis), keepdims=0)
         dtype = eqn.params["index_dtype"]
-        return out if np.dtype(dtype) == np.int64 else self.g.op("Cast", out, to=_onnx_dtype(dtype))
+        return out if np.dtype(dtype) == np.int64 else self.g.op("Cast", out, to=onnx_dtype(dtype))
 
     def _iota(self, eqn, ins):
         p = eqn.params
-        if not _static(p["shape"]):
+        if not static(p["shape"]):
             raise NotImplementedError("iota of a batch-dependent shape")
         shape = tuple(p["shape"])
         ramp = np.arange(shape[p["dimension"]], dtype=p["dtype"])
@@ -397,7 +355,7 @@ def convert(
     ]
     closed = jax.make_jaxpr(fn)(consts, *specs)
     leaves = jax.tree.leaves(consts)
-    graph = _Graph()
+    graph = Graph()
     conv = _Converter(graph, b, input_names[0])
     args = [np.asarray(x) for x in leaves] + list(input_names)
     outs = conv.run_closed(closed, args)
@@ -408,7 +366,7 @@ def convert(
 
     def info(name, aval):
         dims = [batch if not isinstance(d, (int, np.integer)) else int(d) for d in aval.shape]
-        return helper.make_tensor_value_info(name, _onnx_dtype(aval.dtype), dims)
+        return helper.make_tensor_value_info(name, onnx_dtype(aval.dtype), dims)
 
     graph_proto = helper.make_graph(
         graph.nodes,
