@@ -1,6 +1,7 @@
 """A local web page and JSON API that score an uploaded video or image, as `mat_jax.predict` does.
 
     python -m mat_jax.serve --workdir=DIR [--port=7860] [--host=127.0.0.1] [--max-mb=500]
+    python -m mat_jax.serve --model=model.onnx [...]   (an ONNX export, on onnxruntime)
 
 The page (drop a file, watch the progress, read the verdict, the per-frame scores, each
 person's score, the attention overlays and the annotated video) and `POST /api/predict`

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
