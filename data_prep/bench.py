@@ -1,6 +1,7 @@
 """End-to-end throughput of `data_prep.build` on generated 640x480 videos.
 
     python -m data_prep.bench [--workers=2] [--videos=8] [--frames=64] [--sample=32] [--size=640x480]
+                              [--runner=local|beam|local,beam] [--rounds=1] [--modes=reuse,detect_all]
 
 Makes a demo tree (`videos` real videos, each with one self-blended fake, `frames` frames at
 `size`, H.264 CRF 23), then times `prepare` on it twice: with FF++'s landmark reuse (train
@@ -8,6 +9,10 @@ fakes take their real video's landmarks, as in a real FF++ build where 4 of 5 vi
 fakes; the self-blended fakes are filed as a frame-aligned method for this, since SBI fakes
 never reuse) and with detection on every frame. Reports face crops per second, wall clock, everything
 included: process start, decoding, detection, alignment, encoding, the shard merge.
+
+`--runner=local,beam --rounds=2` times the local pool and Beam's DirectRunner (`--workers`
+processes each) on the same tree, interleaved (local, beam, local, beam) so that a load that
+comes and goes on the machine falls on both, and reports each one's median and their ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +32,8 @@ from data_prep import build, demo
 from mat_jax.faces import frames as frames_lib
 from mat_jax.faces.settings import Settings
 from mat_jax.machine import cpu_model
+
+MODES = {"reuse": True, "detect_all": False}  # mode: whether train fakes reuse their real's landmarks
 
 
 def _cpu_seconds() -> float:
@@ -43,8 +51,18 @@ def run(
     recipe: str = "mat",
     keep: str | None = None,
     log=print,
+    runners: tuple[str, ...] = ("local",),
+    rounds: int = 1,
+    modes: tuple[str, ...] = ("reuse", "detect_all"),
 ) -> dict:
-    """Times the build; returns {"reuse": {...}, "detect_all": {...}, "machine": ...}."""
+    """Times the build; returns {"reuse": {...}, "detect_all": {...}, "machine": ...} for one
+    local round, else {"runs": [...], "median_faces_per_second": {runner: {mode: ...}},
+    "beam_over_local": {mode: ...}, "machine": ...}."""
+    unknown = set(modes) - set(MODES) | set(runners) - set(build.RUNNERS)
+    if unknown or not modes or not runners or rounds < 1:
+        raise ValueError(
+            f"modes from {MODES}, runners from {build.RUNNERS}, rounds >= 1; got {modes}, {runners}, {rounds}"
+        )
     tmp = keep or tempfile.mkdtemp(prefix="data_prep_bench_")
     try:
         tree = os.path.join(tmp, "tree")
@@ -74,7 +92,8 @@ def run(
             eval_sampling=frames_lib.Sampling(sample),
             recipe=recipe,
         )
-        for name, reuse in (("reuse", True), ("detect_all", False)):
+        runs = []
+        for round_, runner, name in [(r, rn, m) for r in range(rounds) for rn in runners for m in modes]:
             dst = os.path.join(tmp, f"out_{name}")
             shutil.rmtree(dst, ignore_errors=True)
             t0, c0 = time.time(), _cpu_seconds()
@@ -82,15 +101,16 @@ def run(
                 "demo",
                 tree,
                 dst,
-                dataclasses.replace(base, reuse_landmarks=reuse),
+                dataclasses.replace(base, reuse_landmarks=MODES[name]),
                 workers=workers,
                 progress=False,
+                runner=runner,
                 log=lambda *_: None,
             )
             wall, cpu = time.time() - t0, _cpu_seconds() - c0
             faces = sum(c["total"] for c in summary["counts"].values())
             proc = summary["last_run"]["process_seconds"]
-            out[name] = {
+            row = {
                 "faces": faces,
                 "seconds": round(wall, 2),
                 "faces_per_second": round(faces / wall, 1),
@@ -99,16 +119,35 @@ def run(
                 "cpu_seconds": round(cpu, 2),
                 "cpu_ms_per_face": round(1000 * cpu / faces, 1),
             }
+            runs.append({"runner": runner, "round": round_, "mode": name, **row})
             log(
-                f"{name:10s}: {faces} faces in {wall:.1f} s = {faces / wall:.1f} faces/s end to end "
+                f"{runner:5s} {name:10s}: {faces} faces in {wall:.1f} s = "
+                f"{faces / wall:.1f} faces/s end to end "
                 f"({faces / proc:.1f} faces/s in the {proc:.1f} s video phase, worker start-up included; "
                 f"{1000 * cpu / faces:.1f} ms of CPU per face, all processes, all phases)"
             )
+        if runners == ("local",) and rounds == 1:
+            out.update({r["mode"]: {k: v for k, v in r.items() if k not in ("runner", "round", "mode")}
+                        for r in runs})  # fmt: skip
+        else:
+            out.update(_compare(runs))
         out["load_average_after"] = round(os.getloadavg()[0], 2)
         return out
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compare(runs: list[dict]) -> dict:
+    """The runs, each runner's median end-to-end faces/s per mode, and beam's over local's."""
+    med: dict = {}
+    for r in runs:
+        med.setdefault(r["runner"], {}).setdefault(r["mode"], []).append(r["faces_per_second"])
+    med = {rn: {m: round(statistics.median(v), 1) for m, v in ms.items()} for rn, ms in med.items()}
+    out = {"runs": runs, "median_faces_per_second": med}
+    if {"local", "beam"} <= set(med):
+        out["beam_over_local"] = {m: round(med["beam"][m] / med["local"][m], 2) for m in med["local"]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="640x480")
     p.add_argument("--recipe", default="mat")
     p.add_argument("--keep", default=None, help="work in this folder and keep it (reuses its tree)")
+    p.add_argument("--runner", default="local", help="local, beam or local,beam (interleaved, with --rounds)")
+    p.add_argument("--rounds", type=int, default=1, help="times each runner is timed")
+    p.add_argument("--modes", default=",".join(MODES), help="reuse, detect_all or both")
     a = p.parse_args(argv)
     size = tuple(int(v) for v in a.size.split("x"))
-    result = run(a.workers, a.videos, a.frames, a.sample, size, a.recipe, a.keep)
+    result = run(a.workers, a.videos, a.frames, a.sample, size, a.recipe, a.keep,
+                 runners=tuple(a.runner.split(",")), rounds=a.rounds, modes=tuple(a.modes.split(",")))
     print(json.dumps(result, indent=1))
     return 0
 

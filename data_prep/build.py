@@ -10,6 +10,10 @@ no face) are skipped and listed with their reason in OUT/report.tsv. At the end 
 `OUT/<dataset>-<split>.tfrecord-NNNNN-of-NNNNN`, the tfds description (dataset_info.json,
 features.json) and OUT/summary.json are written, and a summary is printed.
 
+`--runner=beam [--beam_options="--runner=FlinkRunner ..."]` runs the same per-video work and
+merge as an Apache Beam pipeline (`beam_run`; the DirectRunner on this machine when the options
+name no runner), for builds past one machine: the same shards, metadata and report.
+
 `--perturb=all|GB:3,VC:5|...` (after the clean build, with the same options and `--out`) makes
 the DeeperForensics-1.0 perturbed copies of its eval split, one records folder each under
 OUT/robustness/<TYPE>-<level>/, as `data_prep.robustness` describes.
@@ -32,7 +36,7 @@ import sys
 import threading
 import time
 
-from data_prep import __version__, perturb, report, robustness, run, sources
+from data_prep import __version__, beam_run, perturb, report, robustness, run, sources
 from data_prep.shards import SettingsMismatch, WorkDir
 from data_prep.worker import reuses_landmarks
 from mat_jax.data import records
@@ -40,6 +44,8 @@ from mat_jax.faces import detect
 from mat_jax.faces import frames as frames_lib
 from mat_jax.faces.align import RECIPES
 from mat_jax.faces.settings import Settings
+
+RUNNERS = ("local", "beam")
 
 
 def select(videos: list[sources.Video], settings: Settings, limit: int = 0) -> list[sources.Video]:
@@ -78,6 +84,8 @@ def prepare(
     progress: bool = True,
     keep_work: bool = False,
     perturb_spec: str = "",
+    runner: str = "local",
+    beam_options: str = "",
     log=print,
 ) -> dict:
     """Builds (or resumes, or confirms) the prepared dataset in `out`; returns its summary
@@ -96,13 +104,29 @@ def prepare(
       progress: show a progress bar.
       keep_work: keep OUT/.work (part files, landmarks) after the merge.
       perturb_spec: "" for the clean build; else which perturbed copies to make (`perturb.parse`).
+      runner: "local" (the process pool of `run`) or "beam" (an Apache Beam pipeline, `beam_run`;
+        the same records, metadata and report).
+      beam_options: Beam's pipeline flags, e.g. "--runner=FlinkRunner ..."; without a `--runner`,
+        Beam's DirectRunner with `workers` processes.
       log: where the summary lines go.
     """
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    for flag, path in (("--root", root), ("--out", out)):
+        if "://" in path:
+            # The readers, the decoders and the work folder use plain files; a URL would only
+            # fail late, or (--out) become a local folder named "gs:".
+            raise ValueError(
+                f"{flag}={path}: data_prep reads and writes plain paths only; mount the bucket (e.g. "
+                "gcsfuse) or a shared filesystem at the same path on every machine and pass that path"
+            )
     settings = settings or Settings(dataset=dataset)
     if settings.dataset != dataset:
         raise ValueError(f"settings are for {settings.dataset!r}, not {dataset!r}")
     ident = _identity(settings, limit)
     if perturb_spec:
+        if runner != "local":
+            raise ValueError("--perturb runs on the local pool only; drop --runner=beam for the perturbed copies")
         perturb.parse(perturb_spec)  # a bad spec fails before the tree is listed
         listed = sources.list_videos(
             dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
@@ -139,17 +163,24 @@ def prepare(
     second = [v for v in pending if reuses_landmarks(settings, v)]
 
     t0 = time.time()
-    if workers > 1 and "tensorflow" not in sys.modules:
+    if runner == "local" and workers > 1 and "tensorflow" not in sys.modules:
         # The merge needs TensorFlow (seconds to import); this process only waits on the
         # workers meanwhile, so import it now rather than in the serial tail of the run.
         threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()
-    new_results = run.run_jobs(
-        [first, second], run.process_video, settings, out, workers, progress,
-        done=len(videos) - len(pending), total=len(videos), desc=f"{settings.dataset} faces",
-    )
+    shard_info = None  # the local pool's shards are written by report.finish's merge
+    if runner == "beam":
+        new_results, shard_info = beam_run.run_pipeline(
+            [first, second], videos, settings, out, dataset, num_shards,
+            beam_run.pipeline_flags(beam_options, workers), log=log,
+        )
+    else:
+        new_results = run.run_jobs(
+            [first, second], run.process_video, settings, out, workers, progress,
+            done=len(videos) - len(pending), total=len(videos), desc=f"{settings.dataset} faces",
+        )
     results = [work.result(v.key) for v in videos]
     summary = report.finish(out, dataset, work, results, ident, new_results, num_shards,
-                            process_seconds=time.time() - t0, keep_work=keep_work)
+                            process_seconds=time.time() - t0, keep_work=keep_work, shard_info=shard_info)
     report.print_summary(summary, out, log)
     return summary
 
@@ -233,6 +264,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="", help="comma-separated splits to prepare; default: all")
     p.add_argument("--splits_dir", default=None, help="folder with FF++ train/val/test.json if not in --root")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="local",
+        help="local: a process pool on this machine; beam: an Apache Beam pipeline (the beam extra), "
+        "same records and report",
+    )
+    p.add_argument(
+        "--beam_options",
+        default="",
+        help="with --runner=beam: Beam's pipeline flags, e.g. '--runner=FlinkRunner --flink_master=HOST:8081'; "
+        "without a --runner there, the DirectRunner with --workers processes",
+    )
     p.add_argument("--shards", type=int, default=0, help="shards per split; 0: automatic")
     p.add_argument("--limit", type=int, default=0, help="only the first N videos of each split and method")
     p.add_argument("--keep_work", action="store_true", help="keep OUT/.work after the merge")
@@ -263,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=not a.no_progress,
             keep_work=a.keep_work,
             perturb_spec=a.perturb,
+            runner=a.runner,
+            beam_options=a.beam_options,
         )
     except (sources.LayoutError, SettingsMismatch, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

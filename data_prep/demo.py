@@ -131,7 +131,7 @@ def _make_tree(out, videos_per_split, frames, size, qualities, celebdf, seed, lo
     # Videos are drawn in train, val, test order, but numbered test first: the test split
     # starts at 000 whatever the split sizes, so "000_001.mp4" is a held-out fake in every
     # demo tree (README's predict example works on the small tree the tests build too).
-    n_train, n_val, n_test = videos_per_split
+    _, n_val, n_test = videos_per_split
     first_id = {"test": 0, "val": n_test, "train": n_test + n_val}
     drawn = 0
     os.makedirs(os.path.join(ff, "splits"), exist_ok=True)

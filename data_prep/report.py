@@ -132,12 +132,14 @@ def print_summary(summary: dict, out: str, log) -> None:
 
 def finish(out: str, dataset: str, work: WorkDir, results: list[VideoResult], ident: dict,
            new_results: list[VideoResult], num_shards: int, *, process_seconds: float, keep_work: bool,
-           extra: dict | None = None, note: str = "") -> dict:
-    """The end of every build (clean or a perturbed copy): merges the part files into shards,
-    writes the tfds description (its text + `note`), report.tsv and summary.json (`extra` keys
-    first), drops the work folder unless `keep_work`; returns the summary."""
+           extra: dict | None = None, note: str = "", shard_info: dict | None = None) -> dict:
+    """The end of every build (clean or a perturbed copy): merges the part files into shards
+    (unless `shard_info` says which shards a Beam pipeline wrote, `data_prep.beam_run`), writes the
+    tfds description (its text + `note`), report.tsv and summary.json (`extra` keys first), drops
+    the work folder unless `keep_work`; returns the summary."""
     t0 = time.time()
-    shard_info = merge(work, dataset, results, num_shards)
+    if shard_info is None:
+        shard_info = merge(work, dataset, results, num_shards)
     out_summary = {**(extra or {}), **summary(dataset, ident, results, shard_info, new_results)}
     records.write_tfds_metadata(
         out,

@@ -147,6 +147,17 @@ def test_self_blended_fakes_get_no_landmark_source(tmp_path):
     assert rows["Deepfakes/c23/001_000"].landmark_source == "original/c23/001"
 
 
+def test_build_refuses_a_url_before_writing_anything(tmp_path, monkeypatch):
+    from data_prep import build
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="--root=gs://bucket/raw: data_prep reads and writes plain paths"):
+        build.prepare("demo", "gs://bucket/raw", str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--out=gs://bucket/records: .* mount the bucket"):
+        build.prepare("demo", str(tmp_path), "gs://bucket/records", runner="beam")
+    assert os.listdir(tmp_path) == []  # no local "gs:" folder
+
+
 def test_ffpp_reader_expands_pairs_and_links_fakes_to_their_target(tmp_path):
     root = str(tmp_path)
     for i in ("000", "001", "002", "003"):
