@@ -147,13 +147,10 @@ def prepare(
         log(f"{out} is already prepared (same settings); nothing to do")
         return done_summary
 
-    videos = select(
-        sources.list_videos(
-            dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
-        ),
-        settings,
-        limit,
+    listing = sources.list_videos(
+        dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
     )
+    videos = select(listing, settings, limit)
     if not videos:
         raise ValueError(f"no videos selected under {root} (splits {settings.splits}, limit {limit})")
     _check_models(settings)
@@ -180,7 +177,8 @@ def prepare(
         )
     results = [work.result(v.key) for v in videos]
     summary = report.finish(out, dataset, work, results, ident, new_results, num_shards,
-                            process_seconds=time.time() - t0, keep_work=keep_work, shard_info=shard_info)
+                            process_seconds=time.time() - t0, keep_work=keep_work, shard_info=shard_info,
+                            listing_notes=[n for n in listing.notes if not n.split or n.split in settings.splits])
     report.print_summary(summary, out, log)
     return summary
 

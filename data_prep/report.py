@@ -89,8 +89,13 @@ def reuse_text(s: dict) -> str:
     )
 
 
-def write_report(path: str, results: list[VideoResult]) -> None:
-    """report.tsv: the skipped videos first, then the partial ones, each with its reason."""
+def _cell(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ")
+
+
+def write_report(path: str, results: list[VideoResult], notes=()) -> None:
+    """report.tsv: the skipped videos first, then the partial ones, each with its reason; then
+    the `listing` rows, what the dataset reader fixed or dropped (`sources.Note`)."""
     lines = ["status\tsplit\tlabel\tvideo_id\tpath\treason"]
     for r in sorted(results, key=lambda r: (r.status != "skipped", r.key)):
         if r.status != "ok":
@@ -102,10 +107,12 @@ def write_report(path: str, results: list[VideoResult]) -> None:
                         "fake" if r.label else "real",
                         r.video_id,
                         r.path,
-                        r.reason.replace("\t", " ").replace("\n", " "),
+                        _cell(r.reason),
                     ]
                 )
             )
+    for n in notes:
+        lines.append("\t".join(["listing", n.split, "", n.video_id, n.path, _cell(n.reason)]))
     atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -118,6 +125,9 @@ def print_summary(summary: dict, out: str, log) -> None:
             f"{v['fake']} fake videos; {v['skipped']} skipped, {v['partial']} partial; "
             f"per method {c['methods']}; {c.get('reused_landmarks', 0)} faces with reused landmarks"
         )
+    if summary.get("listing_notes"):
+        log(f"  the dataset listing needed {summary['listing_notes']} fixes: `listing` rows of "
+            f"{os.path.join(out, REPORT_FILE)}")
     skipped = sum(v["skipped"] for v in summary["videos"].values())
     partial = sum(v["partial"] for v in summary["videos"].values())
     if skipped or partial:
@@ -132,15 +142,18 @@ def print_summary(summary: dict, out: str, log) -> None:
 
 def finish(out: str, dataset: str, work: WorkDir, results: list[VideoResult], ident: dict,
            new_results: list[VideoResult], num_shards: int, *, process_seconds: float, keep_work: bool,
-           extra: dict | None = None, note: str = "", shard_info: dict | None = None) -> dict:
+           extra: dict | None = None, note: str = "", shard_info: dict | None = None,
+           listing_notes=()) -> dict:
     """The end of every build (clean or a perturbed copy): merges the part files into shards
     (unless `shard_info` says which shards a Beam pipeline wrote, `data_prep.beam_run`), writes the
     tfds description (its text + `note`), report.tsv and summary.json (`extra` keys first), drops
-    the work folder unless `keep_work`; returns the summary."""
+    the work folder unless `keep_work`; returns the summary. `listing_notes` (`sources.Note`)
+    become report.tsv's `listing` rows and summary.json's "listing_notes" count."""
     t0 = time.time()
     if shard_info is None:
         shard_info = merge(work, dataset, results, num_shards)
     out_summary = {**(extra or {}), **summary(dataset, ident, results, shard_info, new_results)}
+    out_summary["listing_notes"] = len(listing_notes)
     records.write_tfds_metadata(
         out,
         dataset,
@@ -149,7 +162,7 @@ def finish(out: str, dataset: str, work: WorkDir, results: list[VideoResult], id
         {s: i["bytes"] for s, i in shard_info.items()},
         description(out_summary) + note,
     )
-    write_report(os.path.join(out, REPORT_FILE), results)
+    write_report(os.path.join(out, REPORT_FILE), results, listing_notes)
     merge_seconds = time.time() - t0
     run = out_summary["last_run"]
     run.update(seconds=round(process_seconds + merge_seconds, 2), process_seconds=round(process_seconds, 2),

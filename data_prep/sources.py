@@ -46,6 +46,26 @@ class Video:
         return self.video_id.replace("/", "__")
 
 
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """Something a reader found in the dataset's own files and fixed or dropped while listing
+    (a split leak, a split file naming an absent video, a landmark file of the wrong shape):
+    a `listing` row of report.tsv naming `path` and what was done."""
+
+    path: str
+    reason: str
+    split: str = ""
+    video_id: str = ""
+
+
+class Listing(list):
+    """A reader's `Video` rows, with the `Note`s of what it fixed or dropped on the way."""
+
+    def __init__(self, rows=(), notes=()):
+        super().__init__(rows)
+        self.notes: list[Note] = list(notes)
+
+
 class LayoutError(ValueError):
     """The raw tree does not look like the dataset asked for; the message says what to fix."""
 
@@ -329,9 +349,15 @@ def list_videos(
     methods: tuple[str, ...] | None = None,
     splits_dir: str | None = None,
 ) -> list[Video]:
-    """The rows of `dataset` under `root` (one of DATASETS)."""
+    """The rows of `dataset` under `root` (one of DATASETS), as a `Listing` (its notes go to
+    report.tsv)."""
     if not os.path.isdir(root):
         raise LayoutError(f"--root {root} is not a directory")
+    rows = _list(dataset, root, quality=quality, methods=methods, splits_dir=splits_dir)
+    return rows if isinstance(rows, Listing) else Listing(rows)
+
+
+def _list(dataset: str, root: str, *, quality: str, methods, splits_dir) -> list[Video]:
     if dataset == "ffpp":
         return ffpp(root, quality, methods, splits_dir)
     if dataset == "demo":
