@@ -7,8 +7,10 @@ Tolerances (issue: ONNX): logits within 1e-4 * max(1, max|jax|), attention maps 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -115,3 +117,30 @@ def test_export_and_predict_without_jax(demo_run, tmp_path):
     np.testing.assert_allclose([f["score"] for f in got["frames"]], [f["score"] for f in want.frames], atol=1e-4)
     assert abs(got["score"] - want.score) <= 1e-4 and got["verdict"] == want.verdict
     assert (tmp_path / "onnx" / "000_001_attention.png").is_file()
+
+    # The page's API on the same export: what predict --model wrote, from a server without JAX.
+    from tests.test_serve import post
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from mat_jax import serve; sys.exit(serve.main(sys.argv[1:]))",
+                             f"--model={model}", "--port=0"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.search(r"serve: (http://\S+/)", line):
+                break
+        else:
+            pytest.fail("serve --model did not start:\n" + "".join(lines))
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        status, doc = post(m.group(1), "000_001.mp4", Path(video).read_bytes())
+        assert status == 200, doc
+        served = doc["results"][0]
+        assert served["verdict"] == got["verdict"] and doc["step"] == json.loads(props["step"])
+        np.testing.assert_allclose([f["score"] for f in served["frames"]], [f["score"] for f in got["frames"]],
+                                   rtol=0, atol=1e-6)
+        status, doc = post(m.group(1), "notes.txt", b"not a video")
+        assert status == 415 and "not a video" in doc["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
