@@ -1,6 +1,6 @@
 """Prepare a dataset: raw videos -> aligned face crops in sharded TFRecords.
 
-    python -m data_prep.build --dataset=ffpp|celebdf|dfdc|demo --root=RAW --out=OUT \\
+    python -m data_prep.build --dataset=ffpp|celebdf|dfdc|demo|... --root=RAW --out=OUT [--json=FILE] \\
         [--quality=c23] [--frames=32] [--size=380] [--workers=2] [--preset=mat] [--recipe=mat|bench]
 
 Parallel over videos (one process per worker), with a progress bar. Resumable: each finished
@@ -81,6 +81,7 @@ def prepare(
     num_shards: int = 0,
     limit: int = 0,
     splits_dir: str | None = None,
+    json_path: str = "",
     progress: bool = True,
     keep_work: bool = False,
     perturb_spec: str = "",
@@ -101,6 +102,7 @@ def prepare(
       num_shards: shards per split; 0 picks a power of two giving <= ~256 MiB per shard.
       limit: if > 0, only the first `limit` videos of each (split, method) (quick trials).
       splits_dir: folder of FF++'s train/val/test.json when they are not inside `root`.
+      json_path: the dataset JSON (or a folder of them) of `deepfakebench` and `df40` (`--json`).
       progress: show a progress bar.
       keep_work: keep OUT/.work (part files, landmarks) after the merge.
       perturb_spec: "" for the clean build; else which perturbed copies to make (`perturb.parse`).
@@ -129,7 +131,8 @@ def prepare(
             raise ValueError("--perturb runs on the local pool only; drop --runner=beam for the perturbed copies")
         perturb.parse(perturb_spec)  # a bad spec fails before the tree is listed
         listed = sources.list_videos(
-            dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
+            dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir,
+            json_path=json_path,
         )
         _check_models(settings)
         return robustness.prepare(
@@ -148,7 +151,8 @@ def prepare(
         return done_summary
 
     listing = sources.list_videos(
-        dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir
+        dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir,
+        json_path=json_path,
     )
     videos = select(listing, settings, limit)
     if not videos:
@@ -261,6 +265,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="", help="comma-separated FF++ methods; default: all present")
     p.add_argument("--splits", default="", help="comma-separated splits to prepare; default: all")
     p.add_argument("--splits_dir", default=None, help="folder with FF++ train/val/test.json if not in --root")
+    p.add_argument(
+        "--json",
+        default="",
+        help="deepfakebench: its dataset JSON (frame paths relative to --root, or absolute ones that are "
+        "found again under --root); df40: its dataset_json folder or one <method>_ff.json (default "
+        "<root>/dataset_json)",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument(
         "--runner",
@@ -302,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             num_shards=a.shards,
             limit=a.limit,
             splits_dir=a.splits_dir,
+            json_path=a.json,
             progress=not a.no_progress,
             keep_work=a.keep_work,
             perturb_spec=a.perturb,

@@ -7,10 +7,11 @@ corrupt or empty video is listed like any other and reported later by the worker
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 
+from data_prep import deepfakebench, df40, wilddeepfake
+from data_prep.rows import LayoutError, Listing, Note, Video  # noqa: F401 - the readers' types, named here as before
 from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
@@ -20,54 +21,7 @@ FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShi
 # that landmarks found on the video itself never give (the demo's model learned it and then
 # missed fakes cut with their own landmarks). They never get a `landmark_source`.
 NOT_FACE_ALIGNED = ("SBI",)
-DATASETS = ("ffpp", "celebdf", "dfdc", "demo")
-
-
-@dataclasses.dataclass(frozen=True)
-class Video:
-    """One video to prepare.
-
-    `landmark_source` is the `video_id` of a frame-aligned real video whose landmarks this
-    video may reuse (FF++ fake `a_b` -> real `a`, as the official MAT crops do), or "".
-    """
-
-    path: str
-    label: int
-    split: str
-    method: str
-    video_id: str
-    dataset: str
-    mask_path: str = ""
-    landmark_source: str = ""
-
-    @property
-    def key(self) -> str:
-        """A file-name-safe form of `video_id` (unique, since ids are)."""
-        return self.video_id.replace("/", "__")
-
-
-@dataclasses.dataclass(frozen=True)
-class Note:
-    """Something a reader found in the dataset's own files and fixed or dropped while listing
-    (a split leak, a split file naming an absent video, a landmark file of the wrong shape):
-    a `listing` row of report.tsv naming `path` and what was done."""
-
-    path: str
-    reason: str
-    split: str = ""
-    video_id: str = ""
-
-
-class Listing(list):
-    """A reader's `Video` rows, with the `Note`s of what it fixed or dropped on the way."""
-
-    def __init__(self, rows=(), notes=()):
-        super().__init__(rows)
-        self.notes: list[Note] = list(notes)
-
-
-class LayoutError(ValueError):
-    """The raw tree does not look like the dataset asked for; the message says what to fix."""
+DATASETS = ("ffpp", "celebdf", "dfdc", "demo", "deepfakebench", "wilddeepfake", "df40")
 
 
 def _mp4s(folder: str) -> list[str]:
@@ -348,16 +302,23 @@ def list_videos(
     quality: str = "c23",
     methods: tuple[str, ...] | None = None,
     splits_dir: str | None = None,
+    json_path: str = "",
 ) -> list[Video]:
     """The rows of `dataset` under `root` (one of DATASETS), as a `Listing` (its notes go to
-    report.tsv)."""
+    report.tsv); `json_path` is the dataset JSON of the DeepfakeBench formats (`--json`)."""
     if not os.path.isdir(root):
         raise LayoutError(f"--root {root} is not a directory")
-    rows = _list(dataset, root, quality=quality, methods=methods, splits_dir=splits_dir)
+    rows = _list(dataset, root, quality=quality, methods=methods, splits_dir=splits_dir, json_path=json_path)
     return rows if isinstance(rows, Listing) else Listing(rows)
 
 
-def _list(dataset: str, root: str, *, quality: str, methods, splits_dir) -> list[Video]:
+def _list(dataset: str, root: str, *, quality: str, methods, splits_dir, json_path: str = "") -> list[Video]:
+    if dataset == "deepfakebench":
+        return deepfakebench.read(root, json_path, quality)
+    if dataset == "wilddeepfake":
+        return wilddeepfake.read(root)
+    if dataset == "df40":
+        return df40.read(root, json_path, quality, methods)
     if dataset == "ffpp":
         return ffpp(root, quality, methods, splits_dir)
     if dataset == "demo":

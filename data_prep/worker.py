@@ -15,6 +15,7 @@ import traceback
 import cv2
 import numpy as np
 
+from data_prep import frame_folder
 from data_prep.results import VideoResult
 from data_prep.shards import WorkDir
 from data_prep.sources import Video
@@ -79,20 +80,27 @@ def _process(
     video: Video, settings: Settings, finder: FaceFinder, work: WorkDir, result: VideoResult
 ) -> None:
     recipe = settings.crop_recipe()
-    indices, frames = frames_lib.read_sampled(video.path, settings.sampling(video.split))
-    result.sampled = len(indices)
-    result.decoded_frames = max(indices) + 1
-    shape = next(iter(frames.values())).shape
+    if video.frames:
+        indices, frames, reused, masks, problems = _folder(video, settings, result)
+        if not frames:
+            return
+    else:
+        problems = []
+        indices, frames = frames_lib.read_sampled(video.path, settings.sampling(video.split))
+        result.sampled = len(indices)
+        result.decoded_frames = max(indices) + 1
+        shape = next(iter(frames.values())).shape
 
-    reused: dict[int, np.ndarray] = {}
-    if reuses_landmarks(settings, video):
-        cached = work.load_landmarks(video.landmark_source.replace("/", "__"))
-        if cached is not None and tuple(cached["shape"]) == shape:
-            reused = dict(zip(cached["indices"].tolist(), cached["landmarks"]))
+        reused: dict[int, np.ndarray] = {}
+        if reuses_landmarks(settings, video):
+            cached = work.load_landmarks(video.landmark_source.replace("/", "__"))
+            if cached is not None and tuple(cached["shape"]) == shape:
+                reused = dict(zip(cached["indices"].tolist(), cached["landmarks"]))
 
-    masks = frames_lib.read_at(video.mask_path, indices) if video.mask_path else {}
+        masks = frames_lib.read_at(video.mask_path, indices) if video.mask_path else {}
     crops = face_crops(indices, frames, settings, finder, reused)
-    result.reused_landmarks = sum(c.box is None for c in crops)
+    # A folder video's own landmarks are not another video's: they count as detected.
+    result.reused_landmarks = 0 if video.landmarks else sum(c.box is None for c in crops)
     labels = track_labels(video, crops)
     serialized = []
     for c in crops:
@@ -101,13 +109,13 @@ def _process(
 
     if not serialized:
         rules = settings.track_rules()
-        result.reason = (
+        result.reason = ("; ".join(problems) + "; " if problems else "") + (
             f"no face track in the {len(indices)} sampled frames: no face, or none found in at least "
             f"{rules.min_length(len(indices))} of them (detector '{settings.detector}'; if a face is there "
             f"but small or turned, try another --detector)"
         )
         return
-    if settings.reuse_landmarks and video.split in REUSE_SPLITS and video.label == records.LABEL_REAL:
+    if settings.reuse_landmarks and video.split in REUSE_SPLITS and video.label == records.LABEL_REAL and not video.frames:
         # Kept for the fakes made from this real video (FF++: a_* reuse a's landmarks).
         first = [c for c in crops if c.track_id == 0]  # FF++ fakes have their real video's one face
         work.save_landmarks(
@@ -117,6 +125,25 @@ def _process(
     result.written = len(serialized)
     result.tracks = len({c.track_id for c in crops})
     missing = len(indices) - len({c.index for c in crops})
-    result.status = "partial" if missing else "ok"
+    result.status = "partial" if missing or problems else "ok"
     if missing:
-        result.reason = f"no face in {missing} of {len(indices)} sampled frames (those frames are left out)"
+        problems.append(f"no face in {missing} of {len(indices)} sampled frames (those frames are left out)")
+    result.reason = "; ".join(problems)
+
+
+def _folder(video: Video, settings: Settings, result: VideoResult):
+    """(indices, frames, given landmarks, masks, [problem]) of a frame-folder video; with no
+    usable frame, `result` says why and the frames are empty."""
+    got = frame_folder.read(video, settings.sampling(video.split))
+    result.sampled = got.sampled
+    result.decoded_frames = len(got.frames)
+    problems = [f"{len(got.problems)} of {got.sampled} sampled frames left out: {frame_folder.describe(got.problems)}"]
+    if not got.frames:
+        result.reason = f"no usable frame: {problems[0]}"
+        return [], {}, {}, {}, problems
+    frames, masks = got.frames, got.masks
+    if not got.landmarks:
+        # Face crops: detect inside a black border (frame_folder.DETECT_PAD); masks follow the frames.
+        frames = {i: frame_folder.padded(f)[0] for i, f in frames.items()}
+        masks = {i: frame_folder.padded(m)[0] for i, m in masks.items()}
+    return got.indices, frames, got.landmarks, masks, problems if got.problems else []
