@@ -134,6 +134,8 @@ def prepare(
             dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir,
             json_path=json_path,
         )
+        if any(v.frames for v in listed):
+            raise ValueError(f"--perturb re-reads video files; --dataset={dataset} lists folders of frames")
         _check_models(settings)
         return robustness.prepare(
             dataset, out, ident, settings, perturb_spec, select(listed, settings, limit),

@@ -9,7 +9,8 @@ worker cuts our crops from those frames with those landmarks, so no face is dete
 DeepfakeBench's own lists have known faults, fixed here and each reported as a `Note`:
 * a video listed in two splits (Celeb-DF's train list holds its test videos; DFDCP, DFD, UADFV
   and DF40 lists share videos between train and test) stays in the eval split only; "the same
-  video" is the same name, a fake's `_fake` suffix aside (UADFV names a fake after its real);
+  video" is the same name within one of the JSON's datasets, a fake's `_fake` suffix aside
+  (UADFV names a fake after its real);
 * a JSON entry whose frames lie in several folders (videos grouped by folder name, where two
   sources have a video of that name) becomes one video per folder;
 * the same frames listed again under another label class (DF40 repeats the FF++ reals in
@@ -24,6 +25,7 @@ import json
 import os
 import re
 
+from data_prep.frame_folder import frame_numbers
 from data_prep.rows import LayoutError, Listing, Note, Video
 from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
@@ -116,8 +118,8 @@ def _videos(split_block: dict, quality: str, levels: set[str]) -> tuple[dict, st
     return split_block.get(quality, {}), quality
 
 
-def _identity(name: str) -> str:
-    return re.sub(r"[_-]fake$", "", name.lower())
+def _identity(dataset: str, name: str) -> tuple[str, str]:
+    return dataset, re.sub(r"[_-]fake$", "", name.lower())
 
 
 def _entries(files, quality: str, resolve: Resolver, notes: list[Note], levels: set[str]):
@@ -142,10 +144,12 @@ def _entries(files, quality: str, resolve: Resolver, notes: list[Note], levels: 
 
 
 def _by_folder(frames: list[str]) -> dict[str, list[str]]:
+    """The frames of each folder, in frame order (the JSON's order need not be)."""
     out: dict[str, list[str]] = {}
     for f in frames:
         out.setdefault(os.path.dirname(f), []).append(f)
-    return out
+    return {d: [fs[k] for k in sorted(range(len(fs)), key=frame_numbers(tuple(fs)).__getitem__)]
+            for d, fs in out.items()}
 
 
 def _source(folder: str, others: list[str]) -> str:
@@ -157,9 +161,10 @@ def _source(folder: str, others: list[str]) -> str:
     return os.path.basename(folder)
 
 
-def read(root: str, json_path, quality: str = "c23", dataset: str = "deepfakebench") -> Listing:
+def read(root: str, json_path, quality: str = "c23", dataset: str = "deepfakebench", one_source: bool = False) -> Listing:
     """The videos of a DeepfakeBench JSON (a file, a folder of them, or a list of files) whose
-    frames lie under `root`."""
+    frames lie under `root`. A video name is one video within each of the JSON's datasets, or
+    across all of them with `one_source` (DF40's per-method datasets are made from one FF++)."""
     if not json_path:
         raise LayoutError(f"--dataset={dataset} needs --json: DeepfakeBench's dataset JSON (preprocessing/dataset_json/)")
     files = load_json(json_path)
@@ -177,7 +182,7 @@ def read(root: str, json_path, quality: str = "c23", dataset: str = "deepfakeben
             vid = f"{base}/{name}" if len(groups) == 1 else f"{base}/{_source(folder, list(groups))}/{name}"
             lms = tuple(landmark_file(f) for f in fs)
             real = is_real(label_class)
-            candidates.append((file, split, _identity(name), Video(
+            candidates.append((file, split, _identity("" if one_source else ds, name), Video(
                 folder, LABEL_REAL if real else LABEL_FAKE, split, REAL_METHOD if real else label_class, vid,
                 dataset, frames=tuple(fs), landmarks=lms if lms[0] and os.path.isdir(os.path.dirname(lms[0])) else (),
                 masks=tuple(mask_of.get(os.path.splitext(os.path.basename(f))[0], "") for f in fs)

@@ -48,5 +48,5 @@ def _method(v: Video) -> Video:
 
 def read(root: str, json_path: str = "", quality: str = "c23", methods=None, dataset: str = "df40") -> Listing:
     """The DF40 FF++-domain videos of `root`, from its per-method JSONs (`methods`: those only)."""
-    listing = deepfakebench.read(root, json_files(root, json_path, methods), quality, dataset)
+    listing = deepfakebench.read(root, json_files(root, json_path, methods), quality, dataset, one_source=True)
     return Listing([_method(v) for v in listing], listing.notes)

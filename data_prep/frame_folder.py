@@ -20,10 +20,12 @@ from mat_jax.faces import frames as frames_lib
 
 # dlib's 81-point model (DeepfakeBench's) extends the 68-point one: its first 68 are the same.
 LANDMARK_COUNTS = (68, 81)
-# Face crops fill their image, and HOG misses a face that touches the image border: detection
-# runs on the frame inside a black border this fraction of its longer side wide. The crop is
-# unchanged by it, since the aligner's own border outside the frame is black too.
-DETECT_PAD = 0.25
+# Face crops fill their image, and detectors miss a face that touches the image border (on
+# crops a little narrower than the face: dlib HOG about half, BlazeFace all; both find every
+# one inside this border, and BlazeFace not yet inside a quarter of it): detection runs on the
+# frame inside a black border this fraction of its longer side wide. The crop is unchanged by
+# it, since the aligner's own border outside the frame is black too.
+DETECT_PAD = 0.75
 
 
 @dataclasses.dataclass

@@ -22,6 +22,9 @@ class Video:
     is the folder; `landmarks` (the same length, or empty: detect) holds a `.npy` file of
     each frame's landmarks (68 or 81 points, frame pixels), and `masks` (the same length,
     or empty) a mask image of each frame ("" where it has none).
+
+    `marks_path` is the file marking which faces of a fake video are forged (FFIW-10K,
+    `data_prep.face_marks`); "" gives every face the video's label.
     """
 
     path: str
@@ -35,6 +38,12 @@ class Video:
     frames: tuple[str, ...] = ()
     landmarks: tuple[str, ...] = ()
     masks: tuple[str, ...] = ()
+    marks_path: str = ""
+
+    def __post_init__(self):
+        # Tuples even when read back from JSON (the Beam runner's listing), which gives lists.
+        for name in ("frames", "landmarks", "masks"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def key(self) -> str:

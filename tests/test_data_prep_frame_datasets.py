@@ -5,6 +5,7 @@ records checked for labels, splits, video ids and counts, and report.tsv for wha
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -12,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import build, demo_faces
+from data_prep import build, demo_faces, sources
 from data_prep.report import REPORT_FILE
+from data_prep.rows import Video
 from mat_jax.data import records
 from mat_jax.faces import align, detect
 from mat_jax.faces.crops import face_crop
@@ -108,7 +110,8 @@ def bench_tree(people, tmp_path_factory):
             "train": {"c23": {"000": _entry(v["000"], "FF-real", root), "002": _entry(rel, "FF-real"),
                               "blank": _entry(v["blank"], "FF-real", root)}},
             # "000" again in test: Celeb-DF's leak in DeepfakeBench's lists.
-            "test": {"c23": {"000": _entry(v["000"], "FF-real", root), "001": _entry(v["001"], "FF-real", root),
+            "test": {"c23": {"000": _entry(v["000"][::-1], "FF-real", root),  # frame order from the names
+                             "001": _entry(v["001"], "FF-real", root),
                              "003": _entry(gone, "FF-real", root)}},
             "val": {"c40": {"001": _entry(["/x/y.png"], "FF-real")}},  # another compression: not read
         },
@@ -213,7 +216,7 @@ def wild_tree(people, tmp_path_factory):
             for seq in range(sequences):
                 seed += 1
                 # Tight face crops (the face wider than the image): dlib misses about half of
-                # these unless the frame is padded first.
+                # these and BlazeFace all, unless the frame is padded first.
                 frames, _ = demo_faces.render(people[seed % len(people)], 3, (112, 112), np.random.default_rng(seed),
                                               face_frac=(1.2, 1.3), background=110)
                 d = os.path.join(root, folder, video, kind, str(seq * 7))
@@ -225,9 +228,11 @@ def wild_tree(people, tmp_path_factory):
     return os.path.dirname(root)
 
 
-def test_wilddeepfake_sequences_are_videos_with_the_official_split(wild_tree, tmp_path):
+@pytest.mark.parametrize("detector", [d for d in ("dlib", "blazeface") if d in detect.BACKENDS])
+def test_wilddeepfake_sequences_are_videos_with_the_official_split(wild_tree, tmp_path, detector):
     out = str(tmp_path / "wild")
-    assert build.main(["--dataset=wilddeepfake", f"--root={wild_tree}", f"--out={out}", *ARGS]) == 0
+    argv = ["--dataset=wilddeepfake", f"--root={wild_tree}", f"--out={out}", f"--detector={detector}", *ARGS]
+    assert build.main(argv) == 0
     recs = _records(out)
     got = {}
     for split, rs in recs.items():
@@ -297,3 +302,13 @@ def test_df40_ff_domain_methods_splits_and_fixes(df40_tree, tmp_path):
     one = str(tmp_path / "one")
     assert build.main(["--dataset=df40", f"--root={df40_tree}", f"--out={one}", "--methods=blendface", *ARGS]) == 0
     assert {r.method for rs in _records(one).values() for r in rs} == {"original", "blendface"}
+
+
+def test_frame_folder_rows_survive_the_beam_listing_and_refuse_perturb(bench_tree, tmp_path):
+    root, js, _, _ = bench_tree
+    rows = sources.list_videos("deepfakebench", root, json_path=js)
+    assert rows and all(v.frames and len(v.landmarks) in (0, len(v.frames)) for v in rows)
+    assert [Video(**json.loads(json.dumps(dataclasses.asdict(v)))) for v in rows] == list(rows)
+    argv = ["--dataset=deepfakebench", f"--root={root}", f"--json={js}", f"--out={tmp_path}", "--perturb=GB:1", *ARGS]
+    assert build.main(argv) == 2
+    assert build.main(["--dataset=deepfakebench", f"--root={root}", f"--out={tmp_path}", *ARGS]) == 2  # no --json
