@@ -2,6 +2,7 @@
 
     python -m data_prep.bench [--workers=2] [--videos=8] [--frames=64] [--sample=32] [--size=640x480]
                               [--runner=local|beam|local,beam] [--rounds=1] [--modes=reuse,detect_all]
+    python -m data_prep.bench --detectors=dlib,haar,cnn,blazeface [--frames=16] [--keep=DIR]
 
 Makes a demo tree (`videos` real videos, each with one self-blended fake, `frames` frames at
 `size`, H.264 CRF 23), then times `prepare` on it twice: with FF++'s landmark reuse (train
@@ -13,6 +14,10 @@ included: process start, decoding, detection, alignment, encoding, the shard mer
 `--runner=local,beam --rounds=2` times the local pool and Beam's DirectRunner (`--workers`
 processes each) on the same tree, interleaved (local, beam, local, beam) so that a load that
 comes and goes on the machine falls on both, and reports each one's median and their ratio.
+
+`--detectors` compares face detectors instead (`data_prep.detector_eval`): recall, false
+positives, alignment against the true landmarks and frames/s on the awkward videos of
+`data_prep.awkward` and a 640x480 demo tree; prints the JSON and README's Markdown table.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import sys
 import tempfile
 import time
 
-from data_prep import build, demo
+from data_prep import build, demo, detector_eval
 from mat_jax.faces import frames as frames_lib
+from mat_jax.faces.detect import BACKENDS, DEFAULT
 from mat_jax.faces.settings import Settings
 from mat_jax.machine import cpu_model
 
@@ -54,14 +60,18 @@ def run(
     runners: tuple[str, ...] = ("local",),
     rounds: int = 1,
     modes: tuple[str, ...] = ("reuse", "detect_all"),
+    detectors: tuple[str, ...] = (DEFAULT,),
 ) -> dict:
     """Times the build; returns {"reuse": {...}, "detect_all": {...}, "machine": ...} for one
     local round, else {"runs": [...], "median_faces_per_second": {runner: {mode: ...}},
-    "beam_over_local": {mode: ...}, "machine": ...}."""
+    "beam_over_local": {mode: ...}, "machine": ...}. With several `detectors`, each run is keyed
+    "<runner>/<detector>" and the medians compare them in the same interleaved run."""
     unknown = set(modes) - set(MODES) | set(runners) - set(build.RUNNERS)
-    if unknown or not modes or not runners or rounds < 1:
+    unknown |= set(detectors) - set(BACKENDS)
+    if unknown or not modes or not runners or not detectors or rounds < 1:
         raise ValueError(
-            f"modes from {MODES}, runners from {build.RUNNERS}, rounds >= 1; got {modes}, {runners}, {rounds}"
+            f"modes from {MODES}, runners from {build.RUNNERS}, detectors from {BACKENDS}, rounds >= 1; "
+            f"got {modes}, {runners}, {detectors}, {rounds}"
         )
     tmp = keep or tempfile.mkdtemp(prefix="data_prep_bench_")
     try:
@@ -93,7 +103,8 @@ def run(
             recipe=recipe,
         )
         runs = []
-        for round_, runner, name in [(r, rn, m) for r in range(rounds) for rn in runners for m in modes]:
+        plan = [(r, rn, d, m) for r in range(rounds) for rn in runners for d in detectors for m in modes]
+        for round_, runner, detector, name in plan:
             dst = os.path.join(tmp, f"out_{name}")
             shutil.rmtree(dst, ignore_errors=True)
             t0, c0 = time.time(), _cpu_seconds()
@@ -101,7 +112,7 @@ def run(
                 "demo",
                 tree,
                 dst,
-                dataclasses.replace(base, reuse_landmarks=MODES[name]),
+                dataclasses.replace(base, reuse_landmarks=MODES[name], detector=detector),
                 workers=workers,
                 progress=False,
                 runner=runner,
@@ -119,14 +130,15 @@ def run(
                 "cpu_seconds": round(cpu, 2),
                 "cpu_ms_per_face": round(1000 * cpu / faces, 1),
             }
-            runs.append({"runner": runner, "round": round_, "mode": name, **row})
+            key = runner if len(detectors) == 1 else f"{runner}/{detector}"
+            runs.append({"runner": key, "round": round_, "mode": name, **row})
             log(
-                f"{runner:5s} {name:10s}: {faces} faces in {wall:.1f} s = "
+                f"{key:5s} {name:10s}: {faces} faces in {wall:.1f} s = "
                 f"{faces / wall:.1f} faces/s end to end "
                 f"({faces / proc:.1f} faces/s in the {proc:.1f} s video phase, worker start-up included; "
                 f"{1000 * cpu / faces:.1f} ms of CPU per face, all processes, all phases)"
             )
-        if runners == ("local",) and rounds == 1:
+        if runners == ("local",) and rounds == 1 and len(detectors) == 1:
             out.update({r["mode"]: {k: v for k, v in r.items() if k not in ("runner", "round", "mode")}
                         for r in runs})  # fmt: skip
         else:
@@ -147,7 +159,24 @@ def _compare(runs: list[dict]) -> dict:
     out = {"runs": runs, "median_faces_per_second": med}
     if {"local", "beam"} <= set(med):
         out["beam_over_local"] = {m: round(med["beam"][m] / med["local"][m], 2) for m in med["local"]}
+    if len(med) == 2 and all("/" in k for k in med):
+        (a, ma), (b, mb) = med.items()
+        out[f"{b.split('/')[1]}_over_{a.split('/')[1]}"] = {m: round(mb[m] / ma[m], 2) for m in ma}
     return out
+
+
+def _detectors(a: argparse.Namespace) -> int:
+    tmp = a.keep or tempfile.mkdtemp(prefix="mat_jax_detectors_")
+    try:
+        result = detector_eval.compare(tmp, tuple(a.detectors.split(",")), frames=a.frames, workers=a.workers,
+                                       log=lambda *x: print(*x, file=sys.stderr))
+        print(json.dumps({"cpu": cpu_model(), "workers": a.workers, "frames_per_video": a.frames,
+                          "detectors": result}, indent=1))
+        print(detector_eval.table(result))
+    finally:
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runner", default="local", help="local, beam or local,beam (interleaved, with --rounds)")
     p.add_argument("--rounds", type=int, default=1, help="times each runner is timed")
     p.add_argument("--modes", default=",".join(MODES), help="reuse, detect_all or both")
+    p.add_argument("--detector", default=DEFAULT, help="the build's detector; several (dlib,blazeface) are interleaved")
+    p.add_argument("--detectors", default="", help="compare these face detectors instead (e.g. dlib,haar,cnn,blazeface)")
     a = p.parse_args(argv)
+    if a.detectors:
+        return _detectors(a)
     size = tuple(int(v) for v in a.size.split("x"))
     result = run(a.workers, a.videos, a.frames, a.sample, size, a.recipe, a.keep,
-                 runners=tuple(a.runner.split(",")), rounds=a.rounds, modes=tuple(a.modes.split(",")))
+                 runners=tuple(a.runner.split(",")), rounds=a.rounds, modes=tuple(a.modes.split(",")),
+                 detectors=tuple(a.detector.split(",")))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                    "sampling, detector and crop); default: the model config's data.root")
     p.add_argument("--recipe", default="", help="crop recipe override (mat or bench); default: the records'")
     p.add_argument("--detector", default="",
-                   help="face detector override (dlib, haar, cnn); default: the records'")
+                   help="face detector override (blazeface, dlib, haar, cnn); default: the records'")
     args = p.parse_args(argv)
     config = None
     if args.config:

@@ -134,10 +134,12 @@ def test_crops_are_the_aligned_faces_of_the_tree(tree, prepared):
                 mask[SIZE // 3 : 2 * SIZE // 3, SIZE // 3 : 2 * SIZE // 3].mean() > 128
             )  # blend covers the face
     assert np.median(template_err) < 3 and max(template_err) < 8, (np.median(template_err), max(template_err))
-    # dlib's HOG box is now and then ~30 % too large on the portrait with a hat, and the
-    # landmarks stretch with it; most crops match the truth closely.
+    # The tree's true landmarks are dlib HOG's on each source portrait; the detector's box (HOG's
+    # is now and then ~30 % too large on the portrait with a hat, BlazeFace's is refitted to the
+    # landmarks) shifts the predictor's points by a pixel or two per identity, so a whole video
+    # of one identity can sit near 0.88 while most crops match the truth closely.
     corr = np.array(corr)
-    assert np.median(corr) > 0.97 and np.mean(corr > 0.9) >= 0.85, np.sort(corr)[:5]
+    assert np.median(corr) > 0.97 and corr.min() > 0.85 and np.mean(corr > 0.9) >= 0.75, np.sort(corr)[:5]
 
 
 def test_train_fakes_reuse_their_real_videos_landmarks_eval_fakes_detect_their_own(prepared):

@@ -29,7 +29,7 @@ def edge_tree(tmp_path_factory):
     fakes = os.path.join(root, "manipulated_sequences", "SBI", "c23", "videos")
     masks = os.path.join(root, "manipulated_sequences", "SBI", "masks", "videos")
     photo = skimage.data.astronaut()
-    ident = demo_faces.Identity("astronaut", photo, demo_faces.photo_landmarks(photo, FaceFinder()), {})
+    ident = demo_faces.Identity("astronaut", photo, demo_faces.photo_landmarks(photo, FaceFinder("dlib")), {})
     rng = np.random.default_rng(0)
     normal, normal_lm = demo_faces.render(ident, N_FRAMES, (320, 240), rng)
     frames.write_video(f"{vids}/000.mp4", normal)
@@ -158,8 +158,10 @@ def test_the_small_face_is_found_where_it_is(edge_tree):
     idx, got = frames.read_sampled(
         f"{root}/original_sequences/youtube/c23/videos/003.mp4", frames.Sampling(SAMPLED)
     )
-    finder = FaceFinder()
-    for i in idx:
-        face = finder.find(got[i])
-        assert face is not None and face.found_by in ("hog-up1", "haar")
-        assert np.linalg.norm(face.landmarks.mean(0) - small_lm[i].mean(0)) < 6
+    # dlib HOG misses faces under ~80 px at its first scales: its upsampled and Haar stages find it.
+    for backend, stages in (("dlib", ("hog-up1", "haar")), ("blazeface", ("blazeface",))):
+        finder = FaceFinder(backend)
+        for i in idx:
+            face = finder.find(got[i])
+            assert face is not None and face.found_by in stages, (backend, i)
+            assert np.linalg.norm(face.landmarks.mean(0) - small_lm[i].mean(0)) < 6, (backend, i)

@@ -112,7 +112,7 @@ def two_people(tmp_path_factory):
     from mat_jax.faces import frames as frames_lib
     from mat_jax.faces.detect import FaceFinder
 
-    finder = FaceFinder()
+    finder = FaceFinder("dlib")  # the truth of the rendered faces, as the demo makes it
     photos = demo_faces.face_photos()
     if "grace_hopper" not in photos:
         pytest.skip("matplotlib's sample portrait is needed for a second identity")

@@ -13,6 +13,7 @@ import dataclasses
 
 from mat_jax.data import records
 from mat_jax.faces import align as align_lib
+from mat_jax.faces import detect as detect_lib
 from mat_jax.faces import frames as frames_lib
 from mat_jax.faces import track as track_lib
 
@@ -33,7 +34,7 @@ class Settings:
     recipe: str = "mat"
     size: int = 0  # 0: the recipe's own size
     scale: float = 0.0  # 0: the recipe's own margin scale
-    detector: str = "dlib"
+    detector: str = detect_lib.DEFAULT
     detect_size: int = 320
     min_face: int = 20
     # Faces become records only as tracks (mat_jax.faces.track): confirmed over this fraction
