@@ -8,9 +8,10 @@ worker cuts our crops from those frames with those landmarks, so no face is dete
 
 DeepfakeBench's own lists have known faults, fixed here and each reported as a `Note`:
 * a video listed in two splits (Celeb-DF's train list holds its test videos; DFDCP, DFD, UADFV
-  and DF40 lists share videos between train and test) stays in the eval split only; "the same
-  video" is the same name within one of the JSON's datasets, a fake's `_fake` suffix aside
-  (UADFV names a fake after its real);
+  and DF40 lists share videos or their sources between train and test) is in the eval split
+  only: left out of the other split when the eval split lists it, else moved there; "the same
+  video" is the same name within one of the JSON's datasets, under any label class, a fake's
+  `_fake` suffix aside (UADFV names a fake after its real);
 * a JSON entry whose frames lie in several folders (videos grouped by folder name, where two
   sources have a video of that name) becomes one video per folder;
 * the same frames listed again under another label class (DF40 repeats the FF++ reals in
@@ -21,13 +22,14 @@ the same name from different methods stay apart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 
 from data_prep.frame_folder import frame_numbers
 from data_prep.rows import LayoutError, Listing, Note, Video
-from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
+from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD
 
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 EVAL_ORDER = ("test", "val", "train")  # a video in several splits stays in the first of these
@@ -195,19 +197,27 @@ def read(root: str, json_path, quality: str = "c23", dataset: str = "deepfakeben
 
 
 def _fix_splits(candidates, notes: list[Note]) -> tuple[list[Video], list[Note]]:
-    splits_of: dict[str, set[str]] = {}
-    for _, split, ident, _ in candidates:
+    """Each video in its eval split only (moved there, or left out where that split lists it
+    already), and frames listed twice in one split kept once."""
+    splits_of: dict[tuple, set[str]] = {}
+    ids = set()
+    for _, split, ident, v in candidates:
         splits_of.setdefault(ident, set()).add(split)
+        ids.add((split, v.video_id))
     rows, seen, repeats = [], {}, {}
     for file, split, ident, v in candidates:
         keep = next(s for s in EVAL_ORDER if s in splits_of[ident])
         if split != keep:
-            notes.append(Note(file, f"{v.video_id} is listed in {' and '.join(s for s in SPLITS if s in splits_of[ident])} (a split "
-                                    f"leak); left out of {split}, kept in {keep} only", keep, v.video_id))
-            continue
-        key = (split, v.frames)
+            if (keep, v.video_id) in ids:
+                notes.append(Note(file, f"{v.video_id} is listed in {split} and {keep} (a split leak); left out "
+                                        f"of {split}, kept in {keep} only", keep, v.video_id))
+                continue
+            notes.append(Note(file, f"{v.video_id} is listed in {split}, and {keep} lists video {ident[1]!r} too "
+                                    f"(a split leak: the same source); moved to {keep}", keep, v.video_id))
+            v = dataclasses.replace(v, split=keep)
+        key = (v.split, v.frames)
         if key in seen:
-            repeats.setdefault((file, v.method if v.label else "real", split), []).append((v.video_id, seen[key]))
+            repeats.setdefault((file, v.method if v.label else "real", v.split), []).append((v.video_id, seen[key]))
             continue
         seen[key] = v.video_id
         rows.append(v)

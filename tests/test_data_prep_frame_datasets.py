@@ -87,6 +87,8 @@ def bench_tree(people, tmp_path_factory):
         "002": _bench_video(os.path.join(real, "002"), people[0], 3),
         "DF/000_001": _bench_video(os.path.join(fake.format("Deepfakes"), "000_001"), people[0], 4),
         "F2F/000_001": _bench_video(os.path.join(fake.format("Face2Face"), "000_001"), people[-1], 5),
+        "004": _bench_video(os.path.join(real, "004"), people[-1], 8, n=2),
+        "DF/004_fake": _bench_video(os.path.join(fake.format("Deepfakes"), "004_fake"), people[-1], 9, n=2),
         "A/010": _bench_video(os.path.join(fake.format("method_A"), "010"), people[0], 6, n=2),
         "B/010": _bench_video(os.path.join(fake.format("method_B"), "010"), people[-1], 7, n=2),
         "blank": [],
@@ -107,7 +109,9 @@ def bench_tree(people, tmp_path_factory):
     rel = [os.path.relpath(p, root) for p in v["002"]]  # relative to --root
     content = {"FaceForensics++": {
         "FF-real": {
+            # "004" in train, its fake "004_fake" in test: UADFV's source leak.
             "train": {"c23": {"000": _entry(v["000"], "FF-real", root), "002": _entry(rel, "FF-real"),
+                              "004": _entry(v["004"], "FF-real", root),
                               "blank": _entry(v["blank"], "FF-real", root)}},
             # "000" again in test: Celeb-DF's leak in DeepfakeBench's lists.
             "test": {"c23": {"000": _entry(v["000"][::-1], "FF-real", root),  # frame order from the names
@@ -115,7 +119,8 @@ def bench_tree(people, tmp_path_factory):
                              "003": _entry(gone, "FF-real", root)}},
             "val": {"c40": {"001": _entry(["/x/y.png"], "FF-real")}},  # another compression: not read
         },
-        "FF-DF": {"test": {"c23": {"000_001": _entry(v["DF/000_001"], "FF-DF", root)}}},
+        "FF-DF": {"test": {"c23": {"000_001": _entry(v["DF/000_001"], "FF-DF", root),
+                                   "004_fake": _entry(v["DF/004_fake"], "FF-DF", root)}}},
         "FF-F2F": {"test": {"c23": {"000_001": _entry(v["F2F/000_001"], "FF-F2F", root)}}},
         # One entry, frames in two folders: two sources' videos grouped under one name.
         "FF-FS": {"train": {"c23": {"010": _entry(v["A/010"] + v["B/010"], "FF-FS", root)}}},
@@ -145,6 +150,8 @@ def test_deepfakebench_import_labels_splits_and_ids(bench_built):
         base.format("FF-real", "000"): {("test", 0, "original", "deepfakebench")},  # the leak: test only
         base.format("FF-real", "001"): {("test", 0, "original", "deepfakebench")},
         base.format("FF-real", "002"): {("train", 0, "original", "deepfakebench")},
+        base.format("FF-real", "004"): {("test", 0, "original", "deepfakebench")},  # moved to its fake's split
+        base.format("FF-DF", "004_fake"): {("test", 1, "FF-DF", "deepfakebench")},
         base.format("FF-DF", "000_001"): {("test", 1, "FF-DF", "deepfakebench")},
         base.format("FF-F2F", "000_001"): {("test", 1, "FF-F2F", "deepfakebench")},  # same name, kept apart
         base.format("FF-FS", "method_A/010"): {("train", 1, "FF-FS", "deepfakebench")},
@@ -156,7 +163,7 @@ def test_deepfakebench_import_labels_splits_and_ids(bench_built):
     assert frames[base.format("FF-real", "002")] == [3, 13, 33]  # 023.png is gone
     assert frames[base.format("FF-FS", "method_A/010")] == [3, 13]
     summary = records.load_summary(out)
-    assert summary["counts"]["test"]["total"] == 4 + 3 + 4 + 4 and summary["counts"]["train"]["total"] == 3 + 2 + 2
+    assert summary["counts"]["test"]["total"] == 4 + 3 + 4 + 4 + 2 + 2 and summary["counts"]["train"]["total"] == 3 + 2 + 2
     assert summary["counts"]["test"]["reused_landmarks"] == 0 and "val" not in summary["counts"]
 
 
@@ -196,9 +203,11 @@ def test_deepfakebench_faults_are_report_rows(bench_tree, bench_built):
     assert all(r["path"] == js for r in listing)
     leak = [r for r in listing if r["video_id"] == real + "000"]
     assert len(leak) == 1 and "train and test" in leak[0]["reason"] and leak[0]["split"] == "test"
+    moved = [r for r in listing if r["video_id"] == real + "004"]
+    assert len(moved) == 1 and "moved to test" in moved[0]["reason"] and "'004'" in moved[0]["reason"]
     grouped = [r for r in listing if "2 folders" in r["reason"]]
     assert len(grouped) == 1 and grouped[0]["video_id"] == "FaceForensics++/FF-FS/c23/010"
-    assert len(listing) == 2
+    assert len(listing) == 3
     assert {r["status"] for r in report} == {"partial", "skipped", "listing"}
 
 
@@ -288,15 +297,18 @@ def test_df40_ff_domain_methods_splits_and_fixes(df40_tree, tmp_path):
     assert got == {
         ("blendface_ff/blendface_Real/c23/000", "test", 0, "original"),  # the reals once, not per method
         ("blendface_ff/blendface_Real/c23/001", "test", 0, "original"),
+        ("simswap_ff/simswap_Fake/c23/000_001", "test", 1, "simswap"),  # moved: blendface's test has the pair
         ("simswap_ff/simswap_Fake/c23/001_000", "test", 1, "simswap"),
         ("blendface_ff/blendface_Fake/c23/000_001", "test", 1, "blendface"),
         ("blendface_ff/blendface_Fake/c23/001_000", "test", 1, "blendface"),
     }
-    assert records.load_summary(out)["counts"]["test"]["total"] == 5 * 2
+    assert records.load_summary(out)["counts"]["test"]["total"] == 6 * 2
+    assert "train" not in records.load_summary(out)["counts"]
     listing = [r for r in _report(out) if r["status"] == "listing"]
     assert len(listing) == 2, listing
     leak = next(r for r in listing if "leak" in r["reason"])
     assert leak["video_id"] == "simswap_ff/simswap_Fake/c23/000_001" and leak["split"] == "test"
+    assert "moved to test" in leak["reason"]
     repeat = next(r for r in listing if "kept once" in r["reason"])
     assert repeat["path"].endswith("simswap_ff.json") and repeat["reason"].startswith("2 real videos")
     one = str(tmp_path / "one")
