@@ -82,6 +82,7 @@ def prepare(
     limit: int = 0,
     splits_dir: str | None = None,
     json_path: str = "",
+    ffpp_root: str = "",
     progress: bool = True,
     keep_work: bool = False,
     perturb_spec: str = "",
@@ -103,6 +104,7 @@ def prepare(
       limit: if > 0, only the first `limit` videos of each (split, method) (quick trials).
       splits_dir: folder of FF++'s train/val/test.json when they are not inside `root`.
       json_path: the dataset JSON (or a folder of them) of `deepfakebench` and `df40` (`--json`).
+      ffpp_root: the FF++ folder whose originals are `deeperforensics`' real videos (`--ffpp_root`).
       progress: show a progress bar.
       keep_work: keep OUT/.work (part files, landmarks) after the merge.
       perturb_spec: "" for the clean build; else which perturbed copies to make (`perturb.parse`).
@@ -132,7 +134,7 @@ def prepare(
         perturb.parse(perturb_spec)  # a bad spec fails before the tree is listed
         listed = sources.list_videos(
             dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir,
-            json_path=json_path,
+            json_path=json_path, ffpp_root=ffpp_root,
         )
         if any(v.frames for v in listed):
             raise ValueError(f"--perturb re-reads video files; --dataset={dataset} lists folders of frames")
@@ -154,7 +156,7 @@ def prepare(
 
     listing = sources.list_videos(
         dataset, root, quality=settings.quality, methods=settings.methods, splits_dir=splits_dir,
-        json_path=json_path,
+        json_path=json_path, ffpp_root=ffpp_root,
     )
     videos = select(listing, settings, limit)
     if not videos:
@@ -267,6 +269,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="", help="comma-separated FF++ methods; default: all present")
     p.add_argument("--splits", default="", help="comma-separated splits to prepare; default: all")
     p.add_argument("--splits_dir", default=None, help="folder with FF++ train/val/test.json if not in --root")
+    p.add_argument("--ffpp_root", default="", help="deeperforensics: the FaceForensics++ folder whose "
+                   "original_sequences/youtube/<quality>/videos are its real videos")
     p.add_argument(
         "--json",
         default="",
@@ -316,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=a.limit,
             splits_dir=a.splits_dir,
             json_path=a.json,
+            ffpp_root=a.ffpp_root,
             progress=not a.no_progress,
             keep_work=a.keep_work,
             perturb_spec=a.perturb,

@@ -34,8 +34,8 @@ def summary(
         for r in rs:
             if r.written:
                 methods[r.method] = methods.get(r.method, 0) + r.written
-        real = sum(r.written for r in rs if r.label == records.LABEL_REAL)
-        fake = sum(r.written for r in rs if r.label == records.LABEL_FAKE)
+        real = sum(r.faces()[0] for r in rs)
+        fake = sum(r.faces()[1] for r in rs)
         counts[split] = {
             "total": real + fake,
             "real": real,

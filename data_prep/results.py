@@ -35,7 +35,15 @@ class VideoResult:
     decoded_frames: int = 0  # frames decoded to reach the last sampled one
     reused_landmarks: int = 0  # faces cut with another video's landmarks
     tracks: int = 0  # people (face tracks) kept
+    # Records labelled fake: all `written` of a fake video, unless its faces are labelled one by
+    # one (FFIW's face marks), when a real person in a fake video gives real records.
+    fake_faces: int | None = None
     part_bytes: int | None = None  # size of the part file; None when none was written
+
+    def faces(self) -> tuple[int, int]:
+        """(real, fake) records written."""
+        fake = self.fake_faces if self.fake_faces is not None else (self.written if self.label else 0)
+        return self.written - fake, fake
 
     @classmethod
     def of(cls, video: Video) -> VideoResult:

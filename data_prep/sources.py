@@ -10,7 +10,7 @@ import csv
 import json
 import os
 
-from data_prep import deepfakebench, df40, wilddeepfake
+from data_prep import deeperforensics, deepfakebench, df40, dfdcp, ffiw, uadfv, wilddeepfake
 from data_prep.rows import LayoutError, Listing, Note, Video  # noqa: F401 - the readers' types, named here as before
 from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
@@ -21,7 +21,10 @@ FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShi
 # that landmarks found on the video itself never give (the demo's model learned it and then
 # missed fakes cut with their own landmarks). They never get a `landmark_source`.
 NOT_FACE_ALIGNED = ("SBI",)
-DATASETS = ("ffpp", "celebdf", "dfdc", "demo", "deepfakebench", "wilddeepfake", "df40")
+DATASETS = (
+    "ffpp", "celebdf", "dfdc", "demo", "deepfakebench", "wilddeepfake", "df40",
+    "dfdcp", "deeperforensics", "uadfv", "ffiw",
+)  # fmt: skip
 
 
 def _mp4s(folder: str) -> list[str]:
@@ -303,16 +306,28 @@ def list_videos(
     methods: tuple[str, ...] | None = None,
     splits_dir: str | None = None,
     json_path: str = "",
+    ffpp_root: str = "",
 ) -> list[Video]:
     """The rows of `dataset` under `root` (one of DATASETS), as a `Listing` (its notes go to
-    report.tsv); `json_path` is the dataset JSON of the DeepfakeBench formats (`--json`)."""
+    report.tsv); `json_path` is the dataset JSON of the DeepfakeBench formats (`--json`),
+    `ffpp_root` the FF++ folder whose originals are DeeperForensics-1.0's reals (`--ffpp_root`)."""
     if not os.path.isdir(root):
         raise LayoutError(f"--root {root} is not a directory")
-    rows = _list(dataset, root, quality=quality, methods=methods, splits_dir=splits_dir, json_path=json_path)
+    rows = _list(dataset, root, quality=quality, methods=methods, splits_dir=splits_dir, json_path=json_path,
+                 ffpp_root=ffpp_root)
     return rows if isinstance(rows, Listing) else Listing(rows)
 
 
-def _list(dataset: str, root: str, *, quality: str, methods, splits_dir, json_path: str = "") -> list[Video]:
+def _list(dataset: str, root: str, *, quality: str, methods, splits_dir, json_path: str = "",
+          ffpp_root: str = "") -> list[Video]:
+    if dataset == "dfdcp":
+        return dfdcp.read(root)
+    if dataset == "deeperforensics":
+        return deeperforensics.read(root, ffpp_root, quality, methods)
+    if dataset == "uadfv":
+        return uadfv.read(root)
+    if dataset == "ffiw":
+        return ffiw.read(root)
     if dataset == "deepfakebench":
         return deepfakebench.read(root, json_path, quality)
     if dataset == "wilddeepfake":

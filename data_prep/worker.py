@@ -15,7 +15,7 @@ import traceback
 import cv2
 import numpy as np
 
-from data_prep import frame_folder
+from data_prep import face_marks, frame_folder
 from data_prep.results import VideoResult
 from data_prep.shards import WorkDir
 from data_prep.sources import Video
@@ -71,9 +71,20 @@ def encode_record(video: Video, index: int, image: bytes, landmarks, mask: bytes
 
 
 def track_labels(video: Video, crops) -> dict[int, int]:
-    """The label of each track of `video`: the video's. (A dataset that marks its forged faces,
-    FFIW, will label each track by `mat_jax.faces.track.overlaps` with those marks.)"""
-    return {t: video.label for t in tracks_of(crops)}
+    """The label of each track of `video`: the video's, or, for a fake video with face marks
+    (FFIW), fake for the tracks of the marked faces and real for the others.
+
+    Raises:
+      frames_lib.VideoError: the mark file cannot be read (the video is skipped with the reason).
+    """
+    tracks = tracks_of(crops)
+    if not video.marks_path or video.label != records.LABEL_FAKE:
+        return {t: video.label for t in tracks}
+    try:
+        marks = face_marks.read(video.marks_path)
+    except face_marks.MarkError as e:
+        raise frames_lib.VideoError(f"{video.marks_path}: {e}") from e
+    return face_marks.track_labels(tracks, marks, records.LABEL_FAKE, records.LABEL_REAL)
 
 
 def _process(
@@ -123,6 +134,7 @@ def _process(
         )
     result.part_bytes = work.write_part(video.key, serialized)
     result.written = len(serialized)
+    result.fake_faces = sum(labels[c.track_id] == records.LABEL_FAKE for c in crops)
     result.tracks = len({c.track_id for c in crops})
     missing = len(indices) - len({c.index for c in crops})
     result.status = "partial" if missing or problems else "ok"
