@@ -73,7 +73,7 @@ def read(root: str, ffpp_root: str = "", quality: str = "c23", methods: tuple[st
                               f"(a split leak): kept in {fake_split[name]} only", fake_split[name]))
     by_source: dict[str, set[str]] = {}
     for name, split in fake_split.items():
-        by_source.setdefault(name.split("_")[0], set()).add(split)
+        by_source.setdefault(stem(name).split("_")[0], set()).add(split)
     for source, splits in sorted(by_source.items()):
         if len(splits) > 1:
             keep = eval_first(splits)
@@ -81,7 +81,7 @@ def read(root: str, ffpp_root: str = "", quality: str = "c23", methods: tuple[st
                               f"{' and '.join(sorted(splits))} (the same footage on both sides, a split leak): "
                               f"that video and all its fakes kept in {keep}", keep))
             for name in fake_split:
-                if name.split("_")[0] == source:
+                if stem(name).split("_")[0] == source:
                     fake_split[name] = keep
             by_source[source] = {keep}
 

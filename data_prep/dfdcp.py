@@ -70,7 +70,7 @@ def read(root: str) -> Listing:
     found: dict[str, dict] = {}  # file -> {"key", "label", "splits"}
     for key, entry in _pairs(listing):
         # object_pairs_hook hands every object over as its (name, value) pairs.
-        entry = dict(entry) if isinstance(entry, list) else {}
+        entry = dict(entry) if isinstance(entry, list) and all(isinstance(p, tuple) for p in entry) else {}
         label = LABELS.get(str(entry.get("label", "")).lower())
         split = entry.get("set")
         if label is None or split not in SETS:

@@ -66,8 +66,12 @@ def at(marks: dict[int, list], indices) -> dict[int, list]:
 
 def track_labels(tracks: dict[int, list], marks: dict[int, list], fake: int, real: int) -> dict[int, int]:
     """`fake` for each track (id -> its crops, each with `.index` and `.box`) that is a marked
-    face (`mat_jax.faces.track.overlaps`), `real` for the others."""
+    face (`mat_jax.faces.track.overlaps`), `real` for the others; every track `fake` when no
+    sampled frame has marks near it (marks that say nothing about these frames must not turn a
+    fake video's faces real)."""
     boxes = at(marks, sorted({c.index for cs in tracks.values() for c in cs}))
+    if not boxes:
+        return {t: fake for t in tracks}
     out = {}
     for t, crops in tracks.items():
         items = [(c.index, c) for c in crops if c.box is not None]

@@ -43,7 +43,8 @@ DFDCP_JSON = """{
  "original_videos/videos/600/600_a.mp4": {"label": "real", "set": "train"},
  "original_videos/600/600_a.mp4": {"label": "real", "set": "train"},
  "original_videos/700/gone.mp4": {"label": "real", "set": "test"},
- "method_A/800/900/x.mp4": {"label": "maybe", "set": "train"}
+ "method_A/800/900/x.mp4": {"label": "maybe", "set": "train"},
+ "method_A/800/900/y.mp4": ["not", "an", "entry"]
 }"""
 
 
@@ -69,13 +70,13 @@ def test_dfdcp_listing_keeps_the_official_split_and_fixes_its_leaks(tmp_path):
     }
     assert os.path.isfile(next(v.path for v in listing if "600" in v.video_id))
     notes = _notes(listing)
-    assert len(notes) == 5, notes
+    assert len(notes) == 6, notes
     reasons = " | ".join(n[3] for n in notes)
     assert "person 300 also has test videos (a split leak): kept in test" in reasons
     assert "listed 2 times (train, test); kept once, in test" in reasons
     assert "listed 2 times (train, train)" in reasons
     assert ("gone.mp4", "test", "original_videos/700/gone", "listed in dataset.json but not on disk: left out") in notes
-    assert "'maybe'" in reasons
+    assert "'maybe'" in reasons and "entry 'method_A/800/900/y.mp4' is {}" in reasons
 
 
 def test_dfdcp_without_its_json_names_what_to_download(tmp_path):
@@ -327,3 +328,37 @@ def test_ffiw_build_labels_each_face_by_the_marks(faces, tmp_path):
     assert (c["total"], c["real"], c["fake"]) == (16, 12, 4) and c["methods"] == {"FFIW": 8, "original": 8}
     assert [(row[0], row[3]) for row in report] == [("listing", "val/target/00002")]
     assert '{"frames"' in report[0][5] and "left out" in report[0][5]
+
+
+def test_track_labels_follow_the_marks_and_a_bad_mark_file_skips_the_video(tmp_path):
+    from data_prep import worker
+    from data_prep.rows import Video
+    from mat_jax.faces.crops import FaceCrop
+
+    def crop(i, t, x):
+        return FaceCrop(i, b"", None, None, None, (x, 10.0, x + 50.0, 60.0), t)
+
+    crops = [crop(i, t, x) for i in (0, 5, 10) for t, x in ((0, 10.0), (1, 200.0))]
+    marks = tmp_path / "m.json"
+    _marks(str(marks), {0: [[198, 12, 250, 61]], 10: [[201, 9, 249, 60]]})  # frame 5 takes frame 0's
+    fake = Video("v.mp4", 1, "test", "FFIW", "test/target/v", "ffiw", marks_path=str(marks))
+    assert worker.track_labels(fake, crops) == {0: 0, 1: 1}
+    real = Video("v.mp4", 0, "test", "original", "test/source/v", "ffiw", marks_path=str(marks))
+    assert worker.track_labels(real, crops) == {0: 0, 1: 0}
+    assert worker.track_labels(Video("v.mp4", 1, "test", "FFIW", "v", "ffiw"), crops) == {0: 1, 1: 1}
+    _marks(str(marks), {40: [[198, 12, 250, 61]]})  # nothing near the sampled frames: the video's label
+    assert worker.track_labels(fake, crops) == {0: 1, 1: 1}
+    _marks(str(marks), {0: [], 5: [], 10: []})  # marked: no forged face in these frames
+    assert worker.track_labels(fake, crops) == {0: 0, 1: 0}
+    marks.write_text('{"frames": {"0": [[1, 2, 3]]}}')
+    with pytest.raises(worker.frames_lib.VideoError, match=re.escape(f"{marks}: face marks: frame 0")):
+        worker.track_labels(fake, crops)
+
+
+@pytest.mark.parametrize("name", ["dfdcp", "deeperforensics", "uadfv", "ffiw"])
+def test_cross_dataset_configs_test_on_the_records_of_their_dataset(name):
+    import importlib
+
+    config = importlib.import_module(f"configs.{name}").get_config("tiny")
+    assert (config.data.dataset, config.train.eval_split, config.train.final_eval_split) == (name, "", "test")
+    assert name in sources.DATASETS
