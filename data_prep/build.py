@@ -255,7 +255,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=0, help="crop side in px; 0: the recipe's (380 / 256)")
     p.add_argument("--scale", type=float, default=0.0, help="crop margin scale; 0: the recipe's (1.0 / 1.3)")
-    p.add_argument("--detector", choices=detect.BACKENDS, default="dlib")
+    p.add_argument("--detector", choices=detect.BACKENDS, default=detect.DEFAULT,
+                   help="face detector (README's detector table compares them)")
     p.add_argument("--detect_size", type=int, default=320, help="long side of the coarse detection image")
     p.add_argument("--min_face", type=int, default=20, help="smallest face (px) of the Haar fallback")
     p.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="crop encoding")
