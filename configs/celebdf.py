@@ -17,10 +17,4 @@ from configs import ffpp
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = ffpp.get_config(arg)  # locked: only its keys can be set
-    config.data.dataset = "celebdf"
-    config.data.root = ""  # directory of the Celeb-DF records written by data_prep
-    # Celeb-DF serves only as a test set here: nothing to validate or select on.
-    config.train.eval_split = ""
-    config.train.final_eval_split = "test"
-    return config
+    return ffpp.cross_dataset(arg, "celebdf")

@@ -18,9 +18,4 @@ from configs import ffpp
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = ffpp.get_config(arg)  # locked: only its keys can be set
-    config.data.dataset = "deepfakebench"
-    config.data.root = ""  # directory of the records imported by data_prep
-    config.train.eval_split = ""
-    config.train.final_eval_split = "test"
-    return config
+    return ffpp.cross_dataset(arg, "deepfakebench")

@@ -84,8 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     build = (f"python -m data_prep.build --dataset=demo --root={raw} --out={{root}} --recipe=bench "
              f"--size={crop_size} --frames={frames} --workers=2 --no_progress")
     config.data.prepare = (
-        f"python -m data_prep.demo --out={raw} --videos={videos} --frames={frames} --size={video_size} "
-        "--qualities=c23 --celebdf=0,0,0 --seed={seed}",
+        (f"python -m data_prep.demo --out={raw} --videos={videos} --frames={frames} --size={video_size} "
+         "--qualities=c23 --celebdf=0,0,0 --seed={seed}"),
         build,
     )
     # After training, the best checkpoint on the DeeperForensics-1.0 perturbations of the test

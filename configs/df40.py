@@ -19,9 +19,4 @@ from configs import ffpp
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = ffpp.get_config(arg)  # locked: only its keys can be set
-    config.data.dataset = "df40"
-    config.data.root = ""  # directory of the DF40 records written by data_prep
-    config.train.eval_split = ""
-    config.train.final_eval_split = "test"
-    return config
+    return ffpp.cross_dataset(arg, "df40")

@@ -191,3 +191,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         data.shuffle_buffer = 16
     config.lock()  # a mistyped key (in a derived config or on the command line) raises
     return config
+
+
+def cross_dataset(arg: str | None, dataset: str) -> ml_collections.ConfigDict:
+    """An FF++ model (the same `arg` variants) evaluated on the "test" records of `dataset`:
+    a test set here, so there is nothing to validate or select on. `data.root` is left for
+    the command line (the records data_prep wrote)."""
+    config = get_config(arg)  # locked: only its keys can be set
+    config.data.dataset = dataset
+    config.data.root = ""
+    config.train.eval_split = ""
+    config.train.final_eval_split = "test"
+    return config

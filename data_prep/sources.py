@@ -12,6 +12,7 @@ import os
 
 from data_prep import deeperforensics, deepfakebench, df40, dfdcp, ffiw, uadfv, wilddeepfake
 from data_prep.rows import LayoutError, Listing, Note, Video  # noqa: F401 - the readers' types, named here as before
+from data_prep.split_tools import quality_dir, videos_in
 from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD, SPLITS
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter", "DeepFakeDetection")
@@ -25,21 +26,6 @@ DATASETS = (
     "ffpp", "celebdf", "dfdc", "demo", "deepfakebench", "wilddeepfake", "df40",
     "dfdcp", "deeperforensics", "uadfv", "ffiw",
 )  # fmt: skip
-
-
-def _mp4s(folder: str) -> list[str]:
-    if not os.path.isdir(folder):
-        return []
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith((".mp4", ".avi", ".mov", ".mkv")))
-
-
-def _quality_dir(parent: str, quality: str) -> str:
-    """`<parent>/<quality>`, accepting FF++'s two spellings of the lossless setting."""
-    aliases = {"c0": ("c0", "raw"), "raw": ("raw", "c0")}.get(quality, (quality,))
-    for q in aliases:
-        if os.path.isdir(os.path.join(parent, q)):
-            return os.path.join(parent, q)
-    return os.path.join(parent, quality)
 
 
 def _ffpp_split_file(root: str, split: str, splits_dir: str | None) -> str:
@@ -72,7 +58,7 @@ def ffpp(
     DeepFakeDetection has no official split; its fakes and the `actors` originals go to test.
     """
     real_dir = os.path.join(
-        _quality_dir(os.path.join(root, "original_sequences", "youtube"), quality), "videos"
+        quality_dir(os.path.join(root, "original_sequences", "youtube"), quality), "videos"
     )
     if not os.path.isdir(real_dir):
         raise LayoutError(
@@ -84,7 +70,7 @@ def ffpp(
     present = sorted(
         m
         for m in (os.listdir(man_root) if os.path.isdir(man_root) else [])
-        if os.path.isdir(os.path.join(_quality_dir(os.path.join(man_root, m), quality), "videos"))
+        if os.path.isdir(os.path.join(quality_dir(os.path.join(man_root, m), quality), "videos"))
     )
     if methods is None:
         methods = tuple(present)
@@ -115,7 +101,7 @@ def ffpp(
         for m in methods:
             if m == "DeepFakeDetection":
                 continue
-            vdir = os.path.join(_quality_dir(os.path.join(man_root, m), quality), "videos")
+            vdir = os.path.join(quality_dir(os.path.join(man_root, m), quality), "videos")
             for name in fakes:
                 mask = os.path.join(man_root, m, "masks", "videos", f"{name}.mp4")
                 rows.append(
@@ -136,7 +122,7 @@ def ffpp(
 
 
 def _dfd(root: str, man_root: str, quality: str, q: str, dataset: str) -> list[Video]:
-    actors = os.path.join(_quality_dir(os.path.join(root, "original_sequences", "actors"), quality), "videos")
+    actors = os.path.join(quality_dir(os.path.join(root, "original_sequences", "actors"), quality), "videos")
     rows = [
         Video(
             os.path.join(actors, f),
@@ -146,10 +132,10 @@ def _dfd(root: str, man_root: str, quality: str, q: str, dataset: str) -> list[V
             f"{REAL_METHOD}/actors/{q}/{os.path.splitext(f)[0]}",
             dataset,
         )
-        for f in _mp4s(actors)
+        for f in videos_in(actors)
     ]
-    vdir = os.path.join(_quality_dir(os.path.join(man_root, "DeepFakeDetection"), quality), "videos")
-    for f in _mp4s(vdir):
+    vdir = os.path.join(quality_dir(os.path.join(man_root, "DeepFakeDetection"), quality), "videos")
+    for f in videos_in(vdir):
         name = os.path.splitext(f)[0]
         mask = os.path.join(man_root, "DeepFakeDetection", "masks", "videos", f)
         rows.append(
@@ -202,7 +188,7 @@ def celebdf(root: str) -> list[Video]:
         ("Celeb-synthesis", LABEL_FAKE),
     ):
         vdir = _celeb_folder(root, folder)
-        for f in _mp4s(vdir):
+        for f in videos_in(vdir):
             rel = f"{folder}/{f}"
             split = "test" if rel in test else "train"
             if rel in test and test[rel] != label:
