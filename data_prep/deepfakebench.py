@@ -29,6 +29,7 @@ import re
 
 from data_prep.frame_folder import frame_numbers
 from data_prep.rows import LayoutError, Listing, Note, Video
+from data_prep.split_tools import stem
 from mat_jax.data.records import LABEL_FAKE, LABEL_REAL, REAL_METHOD
 
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -179,7 +180,7 @@ def read(root: str, json_path, quality: str = "c23", dataset: str = "deepfakeben
         if len(groups) > 1:
             notes.append(Note(file, f"the frames of {name} lie in {len(groups)} folders (two sources share the "
                                     "name); one video per folder", split, f"{base}/{name}"))
-        mask_of = {os.path.splitext(os.path.basename(m))[0]: m for m in masks}
+        mask_of = {stem(m): m for m in masks}
         for folder, fs in sorted(groups.items()):
             vid = f"{base}/{name}" if len(groups) == 1 else f"{base}/{_source(folder, list(groups))}/{name}"
             lms = tuple(landmark_file(f) for f in fs)
@@ -187,7 +188,7 @@ def read(root: str, json_path, quality: str = "c23", dataset: str = "deepfakeben
             candidates.append((file, split, _identity("" if one_source else ds, name), Video(
                 folder, LABEL_REAL if real else LABEL_FAKE, split, REAL_METHOD if real else label_class, vid,
                 dataset, frames=tuple(fs), landmarks=lms if lms[0] and os.path.isdir(os.path.dirname(lms[0])) else (),
-                masks=tuple(mask_of.get(os.path.splitext(os.path.basename(f))[0], "") for f in fs)
+                masks=tuple(mask_of.get(stem(f), "") for f in fs)
                 if masks else (),
             )))  # fmt: skip
     if not candidates:

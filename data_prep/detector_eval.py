@@ -33,13 +33,7 @@ import numpy as np
 from data_prep import awkward, demo
 from mat_jax.faces import frames as frames_lib
 from mat_jax.faces.detect import BACKENDS, FaceFinder, five_points
-
-
-def iou(a, b) -> float:
-    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+from mat_jax.faces.track import iou
 
 
 def match(found: list[np.ndarray], truth: list[np.ndarray], min_iou: float = 0.5) -> list[tuple[int, int]]:
@@ -163,6 +157,11 @@ def _summary(runs: list[dict]) -> dict:
     }
 
 
+def _cell(metrics: dict, group: str, key: str) -> str:
+    v = metrics.get(group, {}).get(key)
+    return "-" if v is None else f"{v:g}"
+
+
 def table(result: dict) -> str:
     """A Markdown table of `compare`'s result: recall per case, false positives, alignment, speed."""
     groups = [c for c in awkward.CASES if c != "none"] + ["demo"]
@@ -170,13 +169,9 @@ def table(result: dict) -> str:
             + ["align err awkward", "align err demo", "frames/s (2 cores)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for backend, r in result.items():
-        def cell(g, k):
-            v = r.get(g, {}).get(k)
-            return "-" if v is None else f"{v:g}"
-
-        row = ([backend] + [cell(g, "recall") for g in groups]
-               + [cell("none", "false_positives_per_frame"), cell("demo", "false_positives_per_frame")]
-               + [cell("all awkward", "alignment_error"), cell("demo", "alignment_error"),
+        row = ([backend] + [_cell(r, g, "recall") for g in groups]
+               + [_cell(r, "none", "false_positives_per_frame"), _cell(r, "demo", "false_positives_per_frame")]
+               + [_cell(r, "all awkward", "alignment_error"), _cell(r, "demo", "alignment_error"),
                   f"{r['frames_per_second']:g}"])
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

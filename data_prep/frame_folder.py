@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from data_prep.rows import Video
+from data_prep.split_tools import stem
 from mat_jax.faces import frames as frames_lib
 
 # dlib's 81-point model (DeepfakeBench's) extends the 68-point one: its first 68 are the same.
@@ -47,7 +48,7 @@ class FolderFrames:
 
 def frame_numbers(paths: tuple[str, ...]) -> list[int]:
     """Each frame's index: the number its file is named after, else its position."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    stems = [stem(p) for p in paths]
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(len(paths)))
