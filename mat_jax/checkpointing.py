@@ -37,6 +37,15 @@ MODEL_FORMAT = "mat_jax.model/1"
 TRAIN_FORMAT = "mat_jax.train/1"
 
 
+# orbax's default replica-parallel save has every replica write a slice of each replicated
+# array, and it cuts those slices with a program compiled per array shape: on 8 CPU devices
+# that was 14.6 s of each save of MAT's ~200 small arrays, against well under a second with
+# one replica writing each array whole. MAT's state (~80 MB at B4) gains nothing from the split.
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+)
+
+
 class NonFiniteStateError(FloatingPointError):
     """Raised instead of writing a checkpoint whose arrays hold NaN or Inf."""
 
