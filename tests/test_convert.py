@@ -14,13 +14,13 @@ from mat_jax.models.mat import create_model
 
 
 def test_convert_cli_mat_and_backbone(tmp_path, capsys):
-    cfg = get_config("smoke")
+    cfg = get_config("tiny,smoke")
     source = create_model(cfg.model, seed=5)
     sd = interop.state_dict_from_model(source)
     sd["auxiliary_loss.alpha"] = np.asarray(0.0024, np.float32)
     np.savez(tmp_path / "mat.npz", **sd)
 
-    rc = convert.main([str(tmp_path / "mat.npz"), f"--out={tmp_path / 'ckpt'}", "--config=configs/ffpp.py:smoke"])
+    rc = convert.main([str(tmp_path / "mat.npz"), f"--out={tmp_path / 'ckpt'}", "--config=configs/ffpp.py:tiny,smoke"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "wrote" in printed and "alpha" in printed
@@ -34,9 +34,9 @@ def test_convert_cli_mat_and_backbone(tmp_path, capsys):
 
     # Backbone only, from an efficientnet_pytorch-style file (no prefix, 1000-class head).
     plain = {k.removeprefix("net."): v for k, v in sd.items() if k.startswith("net.") and "_fc" not in k}
-    plain["_fc.weight"] = np.zeros((1000, 1280), np.float32)
+    plain["_fc.weight"] = np.zeros((1000, sd["net._conv_head.weight"].shape[0]), np.float32)
     np.savez(tmp_path / "effnet.npz", **plain)
-    rc = convert.main([str(tmp_path / "effnet.npz"), f"--out={tmp_path / 'bb'}", "--config=configs/ffpp.py:smoke",
+    rc = convert.main([str(tmp_path / "effnet.npz"), f"--out={tmp_path / 'bb'}", "--config=configs/ffpp.py:tiny,smoke",
                        "--target=backbone"])
     assert rc == 0
     backbone = create_model(cfg.model, seed=99).backbone
@@ -45,11 +45,13 @@ def test_convert_cli_mat_and_backbone(tmp_path, capsys):
                                   np.asarray(source.backbone.conv_stem.kernel[...]))
 
     # A file of another architecture: exit code 2 and the names in the message.
-    cfg_m2 = get_config("smoke")
-    cfg_m2.model.num_attention_maps = 2
+    cfg_m2 = get_config("tiny,smoke")
+    m = cfg_m2.model.num_attention_maps
+    cfg_m2.model.num_attention_maps = m + 2
     np.savez(tmp_path / "m2.npz", **interop.state_dict_from_model(create_model(cfg_m2.model)))
-    rc = convert.main([str(tmp_path / "m2.npz"), f"--out={tmp_path / 'bad'}", "--config=configs/ffpp.py:smoke"])
+    rc = convert.main([str(tmp_path / "m2.npz"), f"--out={tmp_path / 'bad'}", "--config=configs/ffpp.py:tiny,smoke"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "attentions.conv2.weight: file (2, 112, 1, 1), model expects (4, 112, 1, 1)" in err
+    mid = sd["attentions.conv2.weight"].shape[1]
+    assert f"attentions.conv2.weight: file ({m + 2}, {mid}, 1, 1), model expects ({m}, {mid}, 1, 1)" in err
     assert not (tmp_path / "bad").exists()
