@@ -45,11 +45,11 @@ def test_convert_cli_mat_and_backbone(tmp_path, capsys):
                                   np.asarray(source.backbone.conv_stem.kernel[...]))
 
     # A file of another architecture: exit code 2 and the names in the message.
-    cfg_m2 = get_config("tiny,smoke")
-    m = cfg_m2.model.num_attention_maps
-    cfg_m2.model.num_attention_maps = m + 2
-    np.savez(tmp_path / "m2.npz", **interop.state_dict_from_model(create_model(cfg_m2.model)))
-    rc = convert.main([str(tmp_path / "m2.npz"), f"--out={tmp_path / 'bad'}", "--config=configs/ffpp.py:tiny,smoke"])
+    cfg_other = get_config("tiny,smoke")
+    m = cfg_other.model.num_attention_maps
+    cfg_other.model.num_attention_maps = m + 2
+    np.savez(tmp_path / "other.npz", **interop.state_dict_from_model(create_model(cfg_other.model)))
+    rc = convert.main([str(tmp_path / "other.npz"), f"--out={tmp_path / 'bad'}", "--config=configs/ffpp.py:tiny,smoke"])
     assert rc == 2
     err = capsys.readouterr().err
     mid = sd["attentions.conv2.weight"].shape[1]
