@@ -1,4 +1,4 @@
-"""Grouped and depthwise convolutions: the CPU paths against XLA's native grouped conv."""
+"""Grouped, depthwise and 1x1 convolutions: the CPU paths against XLA's native conv."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ from flax import nnx
 
 from mat_jax import parallel
 from mat_jax.models import layers
-from mat_jax.models.grouped import GroupedConv, grouped_conv
+from mat_jax.models.grouped import Conv, grouped_conv
 
 CASES = [
     # (H, W, C_in, C_out, groups, kernel, stride, padding)
@@ -21,6 +21,9 @@ CASES = [
     (10, 9, 8, 12, 4, 3, 1, ((1, 1), (1, 1))),  # the texture block's per-head convs
     (10, 9, 8, 4, 2, 5, 2, "SAME"),
     (7, 7, 6, 6, 3, 1, 1, "VALID"),
+    (7, 9, 6, 10, 1, 1, 1, "SAME"),  # 1x1: the matmul path
+    (8, 8, 6, 10, 1, 1, 2, "SAME"),  # strided 1x1 and dense 3x3: native
+    (8, 7, 4, 6, 1, 3, 1, "SAME"),
 ]
 
 
@@ -63,19 +66,30 @@ def test_cpu_lowering_avoids_the_grouped_conv():
     assert "feature_group_count" not in hlo and "batch_group_count" not in hlo
 
 
+def test_cpu_pointwise_conv_is_a_matmul():
+    # No conv, so no batch-minor transposes for its kernel gradient.
+    x, w = jnp.ones((2, 6, 6, 8)), jnp.ones((1, 1, 8, 4))
+    step = jax.jit(jax.grad(lambda x, w: jnp.sum(grouped_conv(x, w, 1) ** 2), (0, 1)))
+    hlo = step.lower(x, w).compile().as_text()
+    if jax.devices()[0].platform == "cpu":
+        assert "convolution(" not in hlo
+
+
 def test_bad_kernel_shape_names_the_expected_one():
     with pytest.raises(ValueError, match=r"\(kh, kw, 2, C_out\)"):
         grouped_conv(jnp.ones((1, 5, 5, 8)), jnp.ones((3, 3, 3, 8)), 4)
 
 
-def test_module_is_a_drop_in_for_nnx_conv():
+@pytest.mark.parametrize("k,groups,pad", [(3, 4, 1), (1, 1, 0), (3, 1, 1)])
+def test_module_is_a_drop_in_for_nnx_conv(k, groups, pad):
     # Same variables, shapes and seeded values as nnx.Conv, so checkpoints and the
     # importer are unaffected; and the same output.
-    ours = layers.conv(8, 12, 3, groups=4, padding=((1, 1), (1, 1)), rngs=nnx.Rngs(3))
-    assert isinstance(ours, GroupedConv)
+    pads = ((pad, pad), (pad, pad))
+    ours = layers.conv(8, 12, k, groups=groups, padding=pads, rngs=nnx.Rngs(3))
+    assert isinstance(ours, Conv)
     theirs = nnx.Conv(
-        8, 12, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=4,
-        kernel_init=layers.torch_default_kernel_init(), bias_init=layers.torch_default_bias_init(18),
+        8, 12, (k, k), padding=pads, feature_group_count=groups,
+        kernel_init=layers.torch_default_kernel_init(), bias_init=layers.torch_default_bias_init(8 // groups * k * k),
         rngs=nnx.Rngs(3),
     )  # fmt: skip
     a, b = nnx.state(ours, nnx.Param), nnx.state(theirs, nnx.Param)

@@ -1,4 +1,4 @@
-"""Grouped convolutions (depthwise included) that are fast on XLA:CPU too.
+"""Convolutions (grouped, depthwise and 1x1 included) that are fast on XLA:CPU too.
 
 XLA:CPU has no kernel for `feature_group_count > 1`: its generic grouped path ran
 the texture block's 4-group convs 25-40x slower than PyTorch on a 2-core CPU, and it
@@ -9,8 +9,12 @@ CPU lowerings:
     gradient: forward and input gradient are fused elementwise loops, the kernel
     gradient one variadic reduction that reads the activations once;
   * any other grouped conv is one dense conv per group, concatenated (as fast as
-    PyTorch's grouped kernels, forward and backward).
-GPU and TPU keep their native grouped convolutions (`lax.platform_dependent`).
+    PyTorch's grouped kernels, forward and backward);
+  * a 1x1 conv with stride 1 is one (N*H*W, C_in) x (C_in, C_out) matmul. As a conv,
+    its kernel gradient is a conv over the whole image that XLA:CPU feeds by transposing
+    the activations and the output gradient to batch-minor layouts, slow copies that
+    were 10 % of a B4 train step; the matmul's gradient reads both where they lie.
+GPU and TPU keep their native convolutions (`lax.platform_dependent`).
 """
 
 from __future__ import annotations
@@ -118,6 +122,19 @@ def _native(x, kernel, strides, pads, groups=1):
     )
 
 
+def _pointwise(kernel, strides, pads) -> bool:
+    return kernel.shape[:2] == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0))
+
+
+def _dense_cpu(x, kernel, strides, pads):
+    """An ungrouped conv: a 1x1 one with stride 1 as a matmul, any other the native op."""
+    if not _pointwise(kernel, strides, pads):
+        return _native(x, kernel, strides, pads)
+    cin, cout = kernel.shape[2:]
+    y = x.reshape(-1, cin) @ kernel.reshape(cin, cout)
+    return y.reshape(*x.shape[:-1], cout)
+
+
 def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), padding="SAME") -> jax.Array:
     """NHWC convolution in `groups` groups with an HWIO kernel (kh, kw, C_in / groups, C_out).
 
@@ -134,8 +151,13 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
     pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
 
     if groups == 1:
-        return _native(x, kernel, strides, pads)
-    if groups == cin == cout:
+        if not _pointwise(kernel, strides, pads):
+            return _native(x, kernel, strides, pads)
+
+        def cpu(x, kernel):
+            return _dense_cpu(x, kernel, strides, pads)
+
+    elif groups == cin == cout:
 
         def cpu(x, kernel):
             return _shifted(x, kernel, strides, pads)
@@ -144,7 +166,7 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
 
         def cpu(x, kernel):
             parts = zip(jnp.split(x, groups, axis=-1), jnp.split(kernel, groups, axis=-1))
-            return jnp.concatenate([_native(a, k, strides, pads) for a, k in parts], axis=-1)
+            return jnp.concatenate([_dense_cpu(a, k, strides, pads) for a, k in parts], axis=-1)
 
     def native(x, kernel):
         return _native(x, kernel, strides, pads, groups)
@@ -152,8 +174,8 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
     return jax.lax.platform_dependent(x, kernel, cpu=cpu, default=native)
 
 
-class GroupedConv(nnx.Module):
-    """Drop-in for an `nnx.Conv` with `feature_group_count > 1`, using `grouped_conv`.
+class Conv(nnx.Module):
+    """Drop-in for an `nnx.Conv`, using `grouped_conv`.
 
     It takes nnx.Conv's arguments (those this project uses) and keeps its variable
     names, shapes and draw order (`kernel` (kh, kw, C_in / groups, C_out), then the

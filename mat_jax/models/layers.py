@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mat_jax.models.grouped import GroupedConv
+from mat_jax.models.grouped import Conv
 
 # Initialisers draw on the host with numpy when the key is concrete. Eagerly, jax
 # compiles one small program per parameter shape, and a jitted init of a whole MAT is
@@ -90,14 +90,13 @@ def conv(
     use_bias: bool = True,
     kernel_init=None,
     dtype=None,
-) -> nnx.Conv | GroupedConv:
+) -> Conv:
     """A 2-D convolution; without `kernel_init` it is initialised as PyTorch does.
 
-    Grouped ones are `GroupedConv`s: the same variables, but fast on CPU too.
+    A `grouped.Conv`: nnx.Conv's variables, but fast on CPU too.
     """
     fan_in = (in_features // groups) * kernel_size * kernel_size
-    cls = GroupedConv if groups > 1 else nnx.Conv
-    return cls(
+    return Conv(
         in_features,
         out_features,
         (kernel_size, kernel_size),
