@@ -23,7 +23,6 @@ one, and puts GLIBC_TUNABLES back whole for the processes it starts. Standard li
 from __future__ import annotations
 
 import os
-import platform
 import sys
 
 TUNABLES = ":".join([
@@ -39,10 +38,12 @@ COMMANDS = frozenset({"mat_jax.main", "mat_jax.bench", "mat_jax.predict", "mat_j
 
 
 def _glibc() -> bool:
-    name, version = platform.libc_ver()
+    # The C library this process runs on, e.g. "glibc 2.36" (platform.libc_ver would scan
+    # the interpreter's binary for it instead).
     try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
         major, minor = (int(p) for p in version.split(".")[:2])
-    except ValueError:
+    except (AttributeError, ValueError, OSError):
         return False
     return name == "glibc" and (major, minor) >= (2, 26)  # the release that added GLIBC_TUNABLES
 

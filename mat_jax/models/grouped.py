@@ -126,10 +126,8 @@ def _pointwise(kernel, strides, pads) -> bool:
     return kernel.shape[:2] == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0))
 
 
-def _dense_cpu(x, kernel, strides, pads):
-    """An ungrouped conv: a 1x1 one with stride 1 as a matmul, any other the native op."""
-    if not _pointwise(kernel, strides, pads):
-        return _native(x, kernel, strides, pads)
+def _matmul(x, kernel):
+    """A 1x1 stride-1 conv as one (N*H*W, C_in) x (C_in, C_out) matmul."""
     cin, cout = kernel.shape[2:]
     y = x.reshape(-1, cin) @ kernel.reshape(cin, cout)
     return y.reshape(*x.shape[:-1], cout)
@@ -150,13 +148,11 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
     strides = tuple(int(s) for s in strides)
     pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
 
+    pointwise = _pointwise(kernel, strides, pads)
+    if groups == 1 and not pointwise:
+        return _native(x, kernel, strides, pads)
     if groups == 1:
-        if not _pointwise(kernel, strides, pads):
-            return _native(x, kernel, strides, pads)
-
-        def cpu(x, kernel):
-            return _dense_cpu(x, kernel, strides, pads)
-
+        cpu = _matmul
     elif groups == cin == cout:
 
         def cpu(x, kernel):
@@ -166,7 +162,8 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int, strides=(1, 1), p
 
         def cpu(x, kernel):
             parts = zip(jnp.split(x, groups, axis=-1), jnp.split(kernel, groups, axis=-1))
-            return jnp.concatenate([_dense_cpu(a, k, strides, pads) for a, k in parts], axis=-1)
+            dense = _matmul if pointwise else functools.partial(_native, strides=strides, pads=pads)
+            return jnp.concatenate([dense(a, k) for a, k in parts], axis=-1)
 
     def native(x, kernel):
         return _native(x, kernel, strides, pads, groups)
