@@ -10,6 +10,9 @@ memory the kernel spent 1.7-8 s per step compacting it into huge pages. So TUNAB
 keeps the memory: one arena, no mmaps, no trimming. The step then takes no page faults
 at all and 0.03 s of system time, alone or interleaved; the process keeps its peak
 resident size until it exits.
+Huge pages still pay on top of that (2.87-2.91 s a step against 3.23-3.54 s with the
+retention alone, runs taken in turns) but slow compile-bound runs of tiny models: the
+test suite keeps glibc's defaults (tests/conftest.py).
 
 glibc reads GLIBC_TUNABLES only when a process starts, so `python -m mat_jax.<command>`
 re-executes itself once with it set (`mat_jax/__init__.py` calls `reexec_for` while runpy

@@ -13,6 +13,11 @@ from pathlib import Path
 # under both settings (the numerics are those of the same HLO).
 FAST_COMPILE = "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
+# For the same reason the commands the tests start keep glibc's default malloc: huge pages
+# (mat_jax/allocator.py) make a B4 step faster but compilation slower, and the two-process
+# test took 57 s with them against 42-51 s without (2-core AMD EPYC). test_allocator
+# clears this to check the re-execution itself.
+os.environ.setdefault("MAT_JAX_TUNE_MALLOC", "0")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
