@@ -53,7 +53,7 @@ def make_train_step(config, graphdef, schedule: optax.Schedule, steps_per_epoch:
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         optimizer.update(model, grads)
         if mat:
-            model.centers[...] = aux["centers"]
+            model.centers.set_value(aux["centers"])  # not `[...] =`: see layers.BatchNorm
         metrics = {
             "loss": loss,
             "ce": aux["ce"],

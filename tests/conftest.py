@@ -29,6 +29,40 @@ jax.config.update("jax_default_matmul_precision", "highest")
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT.parent / "shared" / "parity" / "reference_b4_seed0.npz"
 
+# ------------------------------------------------------------------------- test order
+# pytest-xdist (README's `-n 2 --dist loadfile`) hands each worker whole files, in the
+# order the workers collected them, and a worker takes a new file while its current one
+# has two tests or fewer left. By default xdist first sorts the files by how many tests
+# they hold, which put the few-test, minute-long training files last: one worker ran them
+# for 160 s after the other had finished. So the suite keeps collection order, and the
+# files below (the longest, ~1 min or more each) come first, in an order where the file
+# that makes the shared training runs (stage 1, stage 2) starts before the files that
+# read them, and the demo's files run beside it.
+SLOW_FILES_FIRST = (
+    "test_train.py",  # makes data_root, stage1 and stage2_reference
+    "test_demo.py",  # makes demo_run
+    "test_train_parallel.py",
+    "test_readme.py",
+    "test_train_resume.py",
+    "test_serve.py",
+    "test_efficientnet.py",
+    "test_parity.py",
+    "test_onnx.py",
+    "test_objective.py",
+    "test_beam.py",
+    "test_detectors.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def parity():

@@ -183,3 +183,10 @@ def test_pages_link_only_to_files_in_the_repository(page):
         resolved = (path.parent / target.split("#")[0]).resolve()
         assert resolved.is_relative_to(ROOT), f"{page} links outside the repository: {target}"
         assert resolved.exists(), f"{page} links to {target}, which does not exist"
+
+
+def test_the_files_scheduled_first_exist():
+    from conftest import SLOW_FILES_FIRST
+
+    missing = [name for name in SLOW_FILES_FIRST if not (ROOT / "tests" / name).is_file()]
+    assert not missing, f"conftest.SLOW_FILES_FIRST names test files that do not exist: {missing}"

@@ -15,6 +15,10 @@ from train_utils import ROOT, checkpoint_params, run, run_env, stage2_command, s
 
 pytestmark = pytest.mark.slow  # each test trains through the command line, ~1 min on 2 cores
 
+# The final test evaluation changes no parameter and no checkpoint's metadata, and
+# test_train checks it on the reference run; here it would only cost each rerun ~5 s.
+NO_FINAL_EVAL = "--config.train.final_eval_split="
+
 
 def _signal_after_first_checkpoint(cmd, env, workdir, log, sig) -> int:
     """Runs `cmd`, sends `sig` once checkpoint 4 is committed, returns the exit code."""
@@ -48,7 +52,7 @@ def _assert_same_final_params(workdir, reference) -> None:
 def test_kill_and_resume_matches_uninterrupted(stage2_reference, data_root, stage1, compile_cache, tmp_path):
     """SIGKILL after the first checkpoint, rerun the same command: same final parameters."""
     workdir = tmp_path / "killed"
-    cmd = stage2_command(workdir, data_root, stage1[0])
+    cmd = stage2_command(workdir, data_root, stage1[0], NO_FINAL_EVAL)
     env = run_env(compile_cache)
     _signal_after_first_checkpoint(cmd, env, workdir, tmp_path / "killed.log", signal.SIGKILL)
     steps_at_kill = steps(workdir)
@@ -63,7 +67,7 @@ def test_kill_and_resume_matches_uninterrupted(stage2_reference, data_root, stag
 def test_sigterm_checkpoints_then_resume_matches(stage2_reference, data_root, stage1, compile_cache, tmp_path):
     """SIGTERM (a preemption notice): save after the current step, exit 143; a rerun ends identical."""
     workdir = tmp_path / "preempted"
-    cmd = stage2_command(workdir, data_root, stage1[0])
+    cmd = stage2_command(workdir, data_root, stage1[0], NO_FINAL_EVAL)
     env = run_env(compile_cache)
     log = tmp_path / "preempted.log"
     rc = _signal_after_first_checkpoint(cmd, env, workdir, log, signal.SIGTERM)

@@ -151,8 +151,11 @@ class BatchNorm(nnx.Module):
             n = math.prod(x.shape[:-1])
             unbiased = var * (n / max(n - 1, 1))
             m = self.momentum
-            self.mean[...] = m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
-            self.var[...] = m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased)
+            # set_value, not `[...] =`: flax's indexed assignment asks a tracer for its
+            # sharding, and JAX answers with an error message that walks the whole trace
+            # so far, which made tracing a train step quadratic in the model's size.
+            self.mean.set_value(m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean))
+            self.var.set_value(m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased))
         else:
             mean, var = self.mean[...], self.var[...]
         inv = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
