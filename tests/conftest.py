@@ -8,11 +8,17 @@ import pickle
 from pathlib import Path
 
 # XLA:CPU compiles the tiny test models 2-4x faster without its expensive LLVM passes,
-# and for them compilation, not execution, is most of a test's time. Set before JAX
-# starts its backend; subprocesses started by the tests inherit it. The parity tests pass
-# under both settings (the numerics are those of the same HLO).
-FAST_COMPILE = "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0"
-os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
+# and for them compilation, not execution, is most of a test's time. And it runs each
+# computation on one thread: the two pytest-xdist workers already fill the 2 cores, and for
+# these models Eigen's thread pool only adds hand-offs (a warm stage-2 run through the command
+# line took 27.6 s against 32.0 s, two side by side 37 s against 42-52 s; 2-core AMD EPYC).
+# Set before JAX starts its backend; subprocesses started by the tests inherit it. The parity
+# tests pass under both settings (the numerics are those of the same HLO).
+TEST_XLA_FLAGS = (
+    "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0 "
+    "--xla_cpu_multi_thread_eigen=false"
+)
+os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 # For the same reason the commands the tests start keep glibc's default malloc: huge pages
 # (mat_jax/allocator.py) make a B4 step faster but compilation slower, and the two-process
 # test took 57 s with them against 42-51 s without (2-core AMD EPYC). test_allocator

@@ -3,7 +3,7 @@
 The records hold a learnable task: fakes carry a visible blended patch with its own
 texture over a face-like ellipse. Subprocess runs go through the real command line
 (`python -m mat_jax.main`) and share one persistent compilation cache with the same XLA
-flags (conftest's FAST_COMPILE), so a program compiled by one run is reused by the next
+flags (conftest's TEST_XLA_FLAGS), so a program compiled by one run is reused by the next
 identical one, also across pytest-xdist workers.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from configs.ffpp import get_config
-from conftest import FAST_COMPILE
+from conftest import TEST_XLA_FLAGS
 from mat_jax import checkpointing, state as state_lib
 from mat_jax.data import records
 
@@ -85,7 +85,7 @@ def checkpoint_params(path, config) -> dict[str, np.ndarray]:
 
 def run_env(compile_cache: str, devices: int = 1, **extra) -> dict[str, str]:
     env = dict(os.environ)
-    flags = FAST_COMPILE + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else "")
+    flags = TEST_XLA_FLAGS + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else "")
     env.update(
         XLA_FLAGS=flags,
         JAX_PLATFORMS="cpu",
