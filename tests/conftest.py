@@ -8,15 +8,17 @@ import pickle
 from pathlib import Path
 
 # XLA:CPU compiles the tiny test models 2-4x faster without its expensive LLVM passes,
-# and for them compilation, not execution, is most of a test's time. And it runs each
-# computation on one thread: the two pytest-xdist workers already fill the 2 cores, and for
-# these models Eigen's thread pool only adds hand-offs (a warm stage-2 run through the command
-# line took 27.6 s against 32.0 s, two side by side 37 s against 42-52 s; 2-core AMD EPYC).
-# Set before JAX starts its backend; subprocesses started by the tests inherit it. The parity
-# tests pass under both settings (the numerics are those of the same HLO).
+# and for them compilation, not execution, is most of a test's time; its older fusion
+# emitters halve that again (the tiny stage-2 train step: 12.2 s -> 6.2 s to compile,
+# 85 -> 96 ms a step). And each computation runs on one thread: the two pytest-xdist
+# workers already fill the 2 cores, and for these models Eigen's thread pool only adds
+# hand-offs (a warm stage-2 run through the command line took 27.6 s against 32.0 s, two
+# side by side 37 s against 42-52 s; 2-core AMD EPYC). Set before JAX starts its backend;
+# subprocesses started by the tests inherit it. The parity tests pass under these flags and
+# without them.
 TEST_XLA_FLAGS = (
     "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0 "
-    "--xla_cpu_multi_thread_eigen=false"
+    "--xla_cpu_multi_thread_eigen=false --xla_cpu_use_fusion_emitters=false"
 )
 os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 # For the same reason the commands the tests start keep glibc's default malloc: huge pages
@@ -120,11 +122,18 @@ def data_root(tmp_path_factory):
     return _once(tmp_path_factory, "records", make_dataset)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def compile_cache(tmp_path_factory):
-    """One persistent XLA cache for every subprocess run of this pytest run, all workers."""
+    """One persistent XLA cache for this pytest run: both workers and every command they start.
+
+    Tests compile the same programs more than once (the demo's model in its run, in README's
+    commands and in process). The training runs (`train_utils.run_env`) store every program;
+    elsewhere JAX's default keeps only those that took a second or more to compile.
+    """
     path = _run_dir(tmp_path_factory) / "jax_cache"
     path.mkdir(exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
     return str(path)
 
 
